@@ -1,0 +1,136 @@
+//! The two layouts zfvis runs: ZFNet and, for the paper's Fig. 6 comparison, AlexNet.
+//!
+//! Both are five conv layers (ReLU; LRN after 1–2; a 3×3/2 ceil-mode max pool after 1, 2 and 5)
+//! and three fully connected layers, as in the imgclsmob / pytorchcv model zoo. Channel widths and
+//! the fc width come from the weights, so narrower variants (test fixtures) take the same path.
+
+use serde::{Deserialize, Serialize};
+
+/// Input side length in pixels (square RGB).
+pub const INPUT_SIZE: usize = 224;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Zeiler & Fergus 2013: conv1 7×7/2 p1, conv2 5×5/2 p0.
+    Zfnet,
+    /// Krizhevsky et al. 2012 as in pytorchcv: conv1 11×11/4 p0, conv2 5×5/1 p2.
+    Alexnet,
+}
+
+/// One conv layer's geometry and what follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub lrn: bool,
+    pub pool: bool,
+}
+
+const fn conv(kernel: usize, stride: usize, padding: usize, lrn: bool, pool: bool) -> ConvSpec {
+    ConvSpec {
+        kernel,
+        stride,
+        padding,
+        lrn,
+        pool,
+    }
+}
+
+impl Architecture {
+    pub fn conv_specs(self) -> [ConvSpec; 5] {
+        match self {
+            Architecture::Zfnet => [
+                conv(7, 2, 1, true, true),
+                conv(5, 2, 0, true, true),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, true),
+            ],
+            Architecture::Alexnet => [
+                conv(11, 4, 0, true, true),
+                conv(5, 1, 2, true, true),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, true),
+            ],
+        }
+    }
+
+    /// The paper's channel widths of conv1…conv5.
+    pub fn paper_channels(self) -> [usize; 5] {
+        [96, 256, 384, 384, 256]
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Zfnet => "zfnet",
+            Architecture::Alexnet => "alexnet",
+        }
+    }
+}
+
+impl ConvSpec {
+    pub fn output_len(&self, len: usize) -> usize {
+        (len + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
+/// Spatial side lengths through the conv stack: `(conv output, pooled output)` per layer.
+pub fn spatial_sizes(arch: Architecture) -> [(usize, Option<usize>); 5] {
+    let pool = crate::ops::maxpool::Pool2d::OVERLAPPING_CEIL;
+    let mut side = INPUT_SIZE;
+    arch.conv_specs().map(|spec| {
+        let out = spec.output_len(side);
+        let pooled = spec.pool.then(|| pool.output_len(out));
+        side = pooled.unwrap_or(out);
+        (out, pooled)
+    })
+}
+
+/// Parameter count of a network with these widths.
+pub fn parameter_count(arch: Architecture, channels: [usize; 5], fc_width: usize, classes: usize) -> u64 {
+    let specs = arch.conv_specs();
+    let mut total = 0usize;
+    let mut in_ch = 3;
+    for (spec, &out_ch) in specs.iter().zip(&channels) {
+        total += out_ch * in_ch * spec.kernel * spec.kernel + out_ch;
+        in_ch = out_ch;
+    }
+    let side = spatial_sizes(arch)[4].1.unwrap_or(0);
+    let flat = channels[4] * side * side;
+    total += flat * fc_width + fc_width;
+    total += fc_width * fc_width + fc_width;
+    total += fc_width * classes + classes;
+    total as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zfnet_spatial_sizes_match_the_paper() {
+        let sizes = spatial_sizes(Architecture::Zfnet);
+        assert_eq!(
+            sizes,
+            [(110, Some(55)), (26, Some(13)), (13, None), (13, None), (13, Some(6))]
+        );
+    }
+
+    #[test]
+    fn alexnet_spatial_sizes() {
+        let sizes = spatial_sizes(Architecture::Alexnet);
+        assert_eq!(
+            sizes,
+            [(54, Some(27)), (27, Some(13)), (13, None), (13, None), (13, Some(6))]
+        );
+    }
+
+    #[test]
+    fn zfnet_has_the_papers_parameter_count() {
+        let ch = Architecture::Zfnet.paper_channels();
+        assert_eq!(parameter_count(Architecture::Zfnet, ch, 4096, 1000), 62_357_608);
+    }
+}

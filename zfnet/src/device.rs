@@ -1,0 +1,43 @@
+//! Run-time device choice: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with the `cuda`
+//! feature and a GPU answers, else CPU).
+
+use crate::{Error, Result};
+use candle_core::Device;
+
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map(|n| {
+                    n.parse::<usize>()
+                        .map_err(|_| Error::Invalid(format!("bad CUDA ordinal in device '{spec}'")))
+                })
+                .transpose()?
+                .unwrap_or(0);
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::Invalid(format!(
+                    "device '{spec}' asked for, but this build has no CUDA support (build with --features cuda)"
+                )));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        other => Err(Error::Invalid(format!(
+            "unknown device '{other}': use cpu, cuda, cuda:N or auto"
+        ))),
+    }
+}
+
+/// `"cpu"` or `"cuda:N"`.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => match device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            _ => "cuda".into(),
+        },
+        Device::Metal(_) => "metal".into(),
+    }
+}

@@ -1,0 +1,100 @@
+//! The seeded random-init placeholder: what zfvis runs before a trained model exists.
+//!
+//! Conv weights are He-normal (`std = √(2 / fan_in)`), fc weights normal with std 0.01 (the paper's
+//! init), biases zero. The same seed gives the same bytes on every machine (ChaCha8).
+
+use crate::arch::Architecture;
+use crate::manifest::{imagenette_classes, manifest_path, Manifest, Preprocess};
+use crate::model::{CONV_NAMES, FC_NAMES};
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Shape of the placeholder and of the default trained model: the paper's conv stack, reduced fc
+/// width (the paper's Table 3 ablates it), the ten Imagenette classes.
+pub const DEFAULT_FC_WIDTH: usize = 1024;
+
+fn normal(rng: &mut ChaCha8Rng, std: f32, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            // Box–Muller, using one of the two outputs
+            let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+            let u2: f32 = rng.random();
+            std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+/// Seeded random tensors for a network of the given widths.
+pub fn random_tensors(
+    arch: Architecture,
+    channels: [usize; 5],
+    fc_width: usize,
+    classes: usize,
+    seed: u64,
+) -> Result<HashMap<String, Tensor>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = HashMap::new();
+    let mut in_ch = 3;
+    for ((name, spec), &out_ch) in CONV_NAMES.iter().zip(arch.conv_specs()).zip(&channels) {
+        let fan_in = in_ch * spec.kernel * spec.kernel;
+        let w = normal(&mut rng, (2.0 / fan_in as f32).sqrt(), out_ch * fan_in);
+        out.insert(
+            format!("{name}.weight"),
+            Tensor::from_vec(w, (out_ch, in_ch, spec.kernel, spec.kernel), &Device::Cpu)?,
+        );
+        out.insert(format!("{name}.bias"), Tensor::zeros(out_ch, candle_core::DType::F32, &Device::Cpu)?);
+        in_ch = out_ch;
+    }
+    let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
+    let dims = [in_ch * side * side, fc_width, fc_width, classes];
+    for (i, name) in FC_NAMES.iter().enumerate() {
+        let (fan_in, fan_out) = (dims[i], dims[i + 1]);
+        let w = normal(&mut rng, 0.01, fan_in * fan_out);
+        out.insert(format!("{name}.weight"), Tensor::from_vec(w, (fan_out, fan_in), &Device::Cpu)?);
+        out.insert(format!("{name}.bias"), Tensor::zeros(fan_out, candle_core::DType::F32, &Device::Cpu)?);
+    }
+    Ok(out)
+}
+
+/// Writes the untrained placeholder (`path` + its manifest) unless both already exist.
+pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
+    if path.exists() && manifest_path(path).exists() {
+        return Ok(false);
+    }
+    let arch = Architecture::Zfnet;
+    let classes = imagenette_classes();
+    let tensors = random_tensors(arch, arch.paper_channels(), DEFAULT_FC_WIDTH, classes.len(), seed)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    // Write to a temporary name, then rename: a crash never leaves a half-written weights file.
+    let tmp = path.with_extension("safetensors.partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let manifest = Manifest {
+        format: 1,
+        name: "zfnet-imagenette-untrained".into(),
+        architecture: arch,
+        fc_width: DEFAULT_FC_WIDTH,
+        classes,
+        preprocess: Preprocess::imagenet(),
+        trained: false,
+        provenance: format!(
+            "UNTRAINED placeholder: seeded random initialisation (seed {seed}, He-normal conv, N(0, 0.01) fc). \
+             Its predictions and visualisations are meaningless until a trained model replaces it."
+        ),
+        evaluation: None,
+    };
+    manifest.save(&manifest_path(path))?;
+    Ok(true)
+}

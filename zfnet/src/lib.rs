@@ -1,0 +1,22 @@
+//! ZFNet (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2013) in candle.
+//!
+//! - [`model`]: the network and its traced forward pass (activations + max-pool switches).
+//! - [`ops`]: LRN and ceil-mode max pooling with switches, which candle lacks.
+//! - [`arch`]: layer geometry of ZFNet and AlexNet.
+//! - [`manifest`]: what a weights file is (classes, preprocessing, provenance).
+//! - [`preprocess`]: image bytes → normalised input.
+//! - [`init`]: the seeded random-init placeholder model.
+//!
+//! No web code lives here; the server and CLI build on this crate.
+
+pub mod arch;
+pub mod device;
+mod error;
+pub mod init;
+pub mod manifest;
+pub mod model;
+pub mod ops;
+pub mod preprocess;
+
+pub use error::{Error, Result};
+pub use model::{LoadedModel, Trace, ZfNet};

@@ -1,0 +1,141 @@
+//! The model manifest: a JSON file beside the safetensors weights (`X.safetensors` ↔ `X.json`)
+//! saying what the weights are, what the classes are called and how to feed the network.
+
+use crate::arch::Architecture;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Manifest format version, currently 1.
+    pub format: u32,
+    pub name: String,
+    pub architecture: Architecture,
+    /// Width of fc6 and fc7 (4096 in the paper).
+    pub fc_width: usize,
+    /// Output classes in logit order.
+    pub classes: Vec<ClassEntry>,
+    pub preprocess: Preprocess,
+    /// False for a seeded random init: the API and UI say so.
+    pub trained: bool,
+    /// Where the weights came from, in one or two sentences.
+    pub provenance: String,
+    /// Top-1 / top-5 accuracy on a named validation set, when measured by `zfvis eval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassEntry {
+    pub wnid: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Evaluation {
+    pub dataset: String,
+    pub images: usize,
+    pub top1: f32,
+    pub top5: f32,
+}
+
+/// Resize the shorter side, centre-crop, scale to [0, 1], subtract mean and divide by std (RGB).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preprocess {
+    pub resize: u32,
+    pub crop: u32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// ImageNet statistics with resize 256 → centre crop 224, as pytorchcv's ZFNet expects.
+    pub fn imagenet() -> Self {
+        Preprocess {
+            resize: 256,
+            crop: 224,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+}
+
+/// The ten Imagenette classes, in the order of their WordNet ids (the folder order).
+pub fn imagenette_classes() -> Vec<ClassEntry> {
+    [
+        ("n01440764", "tench"),
+        ("n02102040", "English springer"),
+        ("n02979186", "cassette player"),
+        ("n03000684", "chain saw"),
+        ("n03028079", "church"),
+        ("n03394916", "French horn"),
+        ("n03417042", "garbage truck"),
+        ("n03425413", "gas pump"),
+        ("n03445777", "golf ball"),
+        ("n03888257", "parachute"),
+    ]
+    .into_iter()
+    .map(|(wnid, label)| ClassEntry {
+        wnid: wnid.into(),
+        label: label.into(),
+    })
+    .collect()
+}
+
+/// The manifest path that belongs to a weights file.
+pub fn manifest_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::Manifest {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        manifest.validate().map_err(|message| Error::Manifest {
+            path: path.display().to_string(),
+            message,
+        })?;
+        Ok(manifest)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.format != 1 {
+            return Err(format!("unsupported manifest format {}", self.format));
+        }
+        if self.classes.is_empty() {
+            return Err("no classes".into());
+        }
+        if self.fc_width == 0 {
+            return Err("fc_width must be positive".into());
+        }
+        if self.preprocess.crop as usize != crate::arch::INPUT_SIZE {
+            return Err(format!(
+                "crop must be {} (the network's input size), not {}",
+                crate::arch::INPUT_SIZE,
+                self.preprocess.crop
+            ));
+        }
+        if self.preprocess.resize < self.preprocess.crop {
+            return Err("resize must be at least crop".into());
+        }
+        if self.preprocess.std.iter().any(|s| *s <= 0.0) {
+            return Err("std must be positive".into());
+        }
+        Ok(())
+    }
+}

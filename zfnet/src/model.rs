@@ -1,0 +1,284 @@
+//! ZFNet in candle with a forward pass that keeps everything the visualisations need.
+//!
+//! ```text
+//! input 3×224×224
+//! conv1 7×7/2 p1 → ReLU → LRN → maxpool 3/2 ceil     96×110×110 → 96×55×55
+//! conv2 5×5/2    → ReLU → LRN → maxpool 3/2 ceil    256×26×26  → 256×13×13
+//! conv3 3×3 p1   → ReLU                             384×13×13
+//! conv4 3×3 p1   → ReLU                             384×13×13
+//! conv5 3×3 p1   → ReLU → maxpool 3/2 ceil          256×13×13  → 256×6×6
+//! fc6 → ReLU (→ dropout in training), fc7 → ReLU (→ dropout), fc8 → logits
+//! ```
+//!
+//! Weight names: `conv{1..5}.{weight,bias}` (PyTorch `[out, in, kh, kw]`), `fc{6,7,8}.{weight,bias}`
+//! (`[out, in]`). Widths are read from the tensors, so narrower test fixtures run the same code.
+
+use crate::arch::{Architecture, ConvSpec};
+use crate::manifest::{manifest_path, Manifest};
+use crate::ops::lrn::{lrn, LrnParams};
+use crate::ops::maxpool::{max_pool_with_switches, Pool2d, Pooled};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Names of the conv layers, index 0 = conv1.
+pub const CONV_NAMES: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
+/// Names of the fully connected layers.
+pub const FC_NAMES: [&str; 3] = ["fc6", "fc7", "fc8"];
+
+/// One conv layer: weights plus geometry.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub spec: ConvSpec,
+}
+
+impl Conv {
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// `conv(x) + bias`, without the ReLU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.spec.padding, self.spec.stride, 1, 1)?;
+        let bias = self.bias.reshape((1, self.out_channels(), 1, 1))?;
+        Ok(y.broadcast_add(&bias)?)
+    }
+}
+
+/// What one conv layer produced during a traced forward pass.
+#[derive(Debug, Clone)]
+pub struct ConvTrace {
+    /// Rectified conv output `[n, c, h, w]`: the layer's feature maps, what zfvis visualises.
+    pub activation: Tensor,
+    /// After LRN (layers 1–2), before pooling.
+    pub normalized: Option<Tensor>,
+    /// Pooled output and switches (layers 1, 2, 5).
+    pub pooled: Option<Pooled>,
+}
+
+impl ConvTrace {
+    /// What the next layer receives.
+    pub fn output(&self) -> &Tensor {
+        match (&self.pooled, &self.normalized) {
+            (Some(p), _) => &p.output,
+            (None, Some(n)) => n,
+            (None, None) => &self.activation,
+        }
+    }
+}
+
+/// Every intermediate of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub input: Tensor,
+    pub convs: Vec<ConvTrace>,
+    /// Rectified fc6 and fc7 outputs.
+    pub fc6: Tensor,
+    pub fc7: Tensor,
+    /// fc8 output, before softmax.
+    pub logits: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZfNet {
+    pub arch: Architecture,
+    pub convs: Vec<Conv>,
+    pub fcs: Vec<Linear>,
+    pub lrn: LrnParams,
+    pub pool: Pool2d,
+    device: Device,
+}
+
+/// A model with its manifest and the hash of its weights.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub net: ZfNet,
+    pub manifest: Manifest,
+    pub weights_sha256: String,
+}
+
+impl LoadedModel {
+    /// Loads `path` (safetensors) and its manifest `path.json` onto `device`, as `f32`.
+    pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+        let manifest = Manifest::load(&manifest_path(path))?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let weights_sha256 = hex::encode(Sha256::digest(&bytes));
+        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
+        let net = ZfNet::from_tensors(manifest.architecture, tensors, device)?;
+        if net.num_classes() != manifest.classes.len() {
+            return Err(Error::Weights(format!(
+                "{}: fc8 has {} outputs but the manifest lists {} classes",
+                path.display(),
+                net.num_classes(),
+                manifest.classes.len()
+            )));
+        }
+        if net.fc_width() != manifest.fc_width {
+            return Err(Error::Weights(format!(
+                "{}: fc6 has width {} but the manifest says {}",
+                path.display(),
+                net.fc_width(),
+                manifest.fc_width
+            )));
+        }
+        Ok(LoadedModel {
+            net,
+            manifest,
+            weights_sha256,
+        })
+    }
+}
+
+impl ZfNet {
+    /// Builds the network from named tensors, checking every shape against the architecture.
+    pub fn from_tensors(
+        arch: Architecture,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<ZfNet> {
+        let mut take = |name: &str| -> Result<Tensor> {
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| Error::Weights(format!("missing tensor {name}")))?;
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let mut convs = Vec::with_capacity(5);
+        let mut in_ch = 3;
+        for (name, spec) in CONV_NAMES.iter().zip(arch.conv_specs()) {
+            let weight = take(&format!("{name}.weight"))?;
+            let bias = take(&format!("{name}.bias"))?;
+            let (out_ch, w_in, kh, kw) = weight.dims4()?;
+            if w_in != in_ch || kh != spec.kernel || kw != spec.kernel {
+                return Err(Error::Weights(format!(
+                    "{name}.weight is {:?}; {} expects [*, {in_ch}, {k}, {k}]",
+                    weight.dims(),
+                    arch.name(),
+                    k = spec.kernel
+                )));
+            }
+            if bias.dims() != [out_ch] {
+                return Err(Error::Weights(format!("{name}.bias is {:?}, expected [{out_ch}]", bias.dims())));
+            }
+            convs.push(Conv { weight, bias, spec });
+            in_ch = out_ch;
+        }
+        let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
+        let mut in_features = in_ch * side * side;
+        let mut fcs = Vec::with_capacity(3);
+        for name in FC_NAMES {
+            let weight = take(&format!("{name}.weight"))?;
+            let bias = take(&format!("{name}.bias"))?;
+            let (out_f, w_in) = weight.dims2()?;
+            if w_in != in_features || bias.dims() != [out_f] {
+                return Err(Error::Weights(format!(
+                    "{name} is {:?} + {:?}; expected [*, {in_features}] + [*]",
+                    weight.dims(),
+                    bias.dims()
+                )));
+            }
+            fcs.push(Linear::new(weight, Some(bias)));
+            in_features = out_f;
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::Weights(format!("unexpected tensor {extra}")));
+        }
+        Ok(ZfNet {
+            arch,
+            convs,
+            fcs,
+            lrn: LrnParams::ZFNET,
+            pool: Pool2d::OVERLAPPING_CEIL,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.fcs[2].weight().dims()[0]
+    }
+
+    pub fn fc_width(&self) -> usize {
+        self.fcs[0].weight().dims()[0]
+    }
+
+    pub fn channels(&self) -> [usize; 5] {
+        std::array::from_fn(|i| self.convs[i].out_channels())
+    }
+
+    pub fn parameter_count(&self) -> u64 {
+        crate::arch::parameter_count(self.arch, self.channels(), self.fc_width(), self.num_classes())
+    }
+
+    /// Runs conv layer `index` (0-based) on its input: conv → ReLU → LRN? → pool?.
+    pub fn conv_layer(&self, index: usize, x: &Tensor) -> Result<ConvTrace> {
+        let conv = &self.convs[index];
+        let activation = conv.forward(x)?.relu()?;
+        let normalized = if conv.spec.lrn {
+            Some(lrn(&activation, self.lrn)?)
+        } else {
+            None
+        };
+        let pooled = if conv.spec.pool {
+            Some(max_pool_with_switches(
+                normalized.as_ref().unwrap_or(&activation),
+                self.pool,
+            )?)
+        } else {
+            None
+        };
+        Ok(ConvTrace {
+            activation,
+            normalized,
+            pooled,
+        })
+    }
+
+    /// The classifier head on a pooled conv5 output: `(fc6, fc7, logits)`.
+    pub fn head(&self, pool5: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let flat = pool5.flatten_from(1)?;
+        let fc6 = self.fcs[0].forward(&flat)?.relu()?;
+        let fc7 = self.fcs[1].forward(&fc6)?.relu()?;
+        let logits = self.fcs[2].forward(&fc7)?;
+        Ok((fc6, fc7, logits))
+    }
+
+    /// A forward pass on `[n, 3, 224, 224]` normalised input that keeps every intermediate.
+    pub fn forward_trace(&self, input: &Tensor) -> Result<Trace> {
+        let mut convs: Vec<ConvTrace> = Vec::with_capacity(5);
+        for i in 0..5 {
+            let x = if i == 0 { input } else { convs[i - 1].output() };
+            let t = self.conv_layer(i, x)?;
+            convs.push(t);
+        }
+        let (fc6, fc7, logits) = self.head(convs[4].output())?;
+        Ok(Trace {
+            input: input.clone(),
+            convs,
+            fc6,
+            fc7,
+            logits,
+        })
+    }
+
+    /// Logits only.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_trace(input)?.logits)
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax_last_dim(logits)?)
+}

@@ -1,0 +1,185 @@
+//! Max pooling in ceil mode that records its switches, and the matching unpooling.
+//!
+//! Output size (PyTorch's rule, no padding): `out = ⌊(in − kernel + stride − 1) / stride⌋ + 1` in ceil
+//! mode (`⌊(in − kernel) / stride⌋ + 1` in floor mode), less one if the last window would start
+//! past the input. Windows that run over the border are clipped. ZFNet's 3×3/2 pools map
+//! 110→55, 26→13 and 13→6.
+//!
+//! The *switch* of an output cell is the flat index `y · in_w + x` of the maximum inside its input
+//! plane; on ties the first maximum in row-major order wins, as in PyTorch.
+
+use super::host_nchw;
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+/// Pooling geometry: a square window of `kernel` moved by `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool2d {
+    pub kernel: usize,
+    pub stride: usize,
+    pub ceil_mode: bool,
+}
+
+impl Pool2d {
+    /// ZFNet's (and AlexNet's) overlapping 3×3 pool with stride 2, in ceil mode.
+    pub const OVERLAPPING_CEIL: Pool2d = Pool2d {
+        kernel: 3,
+        stride: 2,
+        ceil_mode: true,
+    };
+
+    /// Output length along one axis for an input of length `len`.
+    pub fn output_len(&self, len: usize) -> usize {
+        if len < self.kernel {
+            return if self.ceil_mode && len > 0 { 1 } else { 0 };
+        }
+        let round_up = if self.ceil_mode { self.stride - 1 } else { 0 };
+        let mut out = (len - self.kernel + round_up) / self.stride + 1;
+        if self.ceil_mode && (out - 1) * self.stride >= len {
+            out -= 1;
+        }
+        out
+    }
+}
+
+/// The result of a pooling pass: pooled values and, for each, where it came from.
+#[derive(Debug, Clone)]
+pub struct Pooled {
+    /// `[n, c, out_h, out_w]`.
+    pub output: Tensor,
+    /// `[n, c, out_h, out_w]`, `u32` flat indices into the input plane.
+    pub switches: Tensor,
+    /// Input plane size `(h, w)`, needed to unpool.
+    pub input_hw: (usize, usize),
+}
+
+/// Max-pools an NCHW tensor and records the argmax of each window.
+pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
+    let (data, [n, c, h, w], device) = host_nchw(x)?;
+    let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+    let mut values = vec![0f32; n * c * oh * ow];
+    let mut switches = vec![0u32; n * c * oh * ow];
+    values
+        .par_chunks_mut(oh * ow)
+        .zip(switches.par_chunks_mut(oh * ow))
+        .zip(data.par_chunks(h * w))
+        .for_each(|((vals, sw), plane)| {
+            for oy in 0..oh {
+                let y0 = oy * pool.stride;
+                let y1 = (y0 + pool.kernel).min(h);
+                for ox in 0..ow {
+                    let x0 = ox * pool.stride;
+                    let x1 = (x0 + pool.kernel).min(w);
+                    let mut best = y0 * w + x0;
+                    let mut best_v = plane[best];
+                    for y in y0..y1 {
+                        for (dx, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
+                            // `!(v <= best)` also lets a NaN win, as PyTorch does
+                            if v > best_v || (v.is_nan() && !best_v.is_nan()) {
+                                best_v = v;
+                                best = y * w + x0 + dx;
+                            }
+                        }
+                    }
+                    vals[oy * ow + ox] = best_v;
+                    sw[oy * ow + ox] = best as u32;
+                }
+            }
+        });
+    Ok(Pooled {
+        output: Tensor::from_vec(values, (n, c, oh, ow), &device)?,
+        switches: Tensor::from_vec(switches, (n, c, oh, ow), &device)?,
+        input_hw: (h, w),
+    })
+}
+
+/// Places each pooled value back at its switch, zero elsewhere.
+///
+/// With overlapping windows (3×3, stride 2) two outputs can share one switch. Their values are
+/// **summed**: this makes unpooling the exact adjoint (the gradient) of max pooling, so the
+/// deconvnet equals backpropagation with a rectified backward signal and can be checked against
+/// it. `torch.nn.functional.max_unpool2d` instead *sets* (the last write wins), which silently
+/// drops signal wherever windows overlap.
+pub fn max_unpool(signal: &Tensor, switches: &Tensor, input_hw: (usize, usize)) -> Result<Tensor> {
+    let (values, [n, c, oh, ow], device) = host_nchw(signal)?;
+    let sw_shape = switches.dims4()?;
+    if sw_shape != (n, c, oh, ow) {
+        return Err(crate::Error::Shape(format!(
+            "unpool signal {:?} does not match switches {:?}",
+            (n, c, oh, ow),
+            sw_shape
+        )));
+    }
+    let sw = switches
+        .to_dtype(DType::U32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<u32>()?;
+    let (h, w) = input_hw;
+    let mut out = vec![0f32; n * c * h * w];
+    out.par_chunks_mut(h * w)
+        .zip(values.par_chunks(oh * ow))
+        .zip(sw.par_chunks(oh * ow))
+        .for_each(|((plane, vals), sws)| {
+            for (&v, &s) in vals.iter().zip(sws) {
+                if v != 0.0 {
+                    plane[s as usize] += v;
+                }
+            }
+        });
+    Ok(Tensor::from_vec(out, (n, c, h, w), &device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zfnet_pool_sizes() {
+        let p = Pool2d::OVERLAPPING_CEIL;
+        assert_eq!(p.output_len(110), 55);
+        assert_eq!(p.output_len(26), 13);
+        assert_eq!(p.output_len(13), 6);
+        // AlexNet: 54 → 27, 27 → 13
+        assert_eq!(p.output_len(54), 27);
+        assert_eq!(p.output_len(27), 13);
+        let floor = Pool2d {
+            ceil_mode: false,
+            ..p
+        };
+        assert_eq!(floor.output_len(110), 54);
+        assert_eq!(floor.output_len(13), 6);
+        assert_eq!(floor.output_len(26), 12);
+    }
+
+    #[test]
+    fn ceil_mode_clips_the_last_window_and_records_first_max() -> anyhow::Result<()> {
+        // 1×1×4×4 plane 0..16; 3×3/2 ceil → 2×2 windows starting at 0 and 2 (the second clipped).
+        let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
+        let p = max_pool_with_switches(&x, Pool2d::OVERLAPPING_CEIL)?;
+        assert_eq!(p.output.dims4()?, (1, 1, 2, 2));
+        assert_eq!(p.output.flatten_all()?.to_vec1::<f32>()?, [10., 11., 14., 15.]);
+        assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [10, 11, 14, 15]);
+        // ties: all equal → the first element of each window
+        let flat = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)?;
+        let p = max_pool_with_switches(&flat, Pool2d::OVERLAPPING_CEIL)?;
+        assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [0, 2, 8, 10]);
+        Ok(())
+    }
+
+    #[test]
+    fn unpool_sums_where_windows_share_a_switch() -> anyhow::Result<()> {
+        // The maximum sits in the shared middle row/column: all four windows pick index 2·5+2.
+        let mut plane = vec![0f32; 25];
+        plane[12] = 9.0;
+        let x = Tensor::from_vec(plane, (1, 1, 5, 5), &Device::Cpu)?;
+        let p = max_pool_with_switches(&x, Pool2d::OVERLAPPING_CEIL)?;
+        assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [12, 12, 12, 12]);
+        let back = max_unpool(&p.output, &p.switches, p.input_hw)?;
+        let back = back.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(back[12], 36.0);
+        assert_eq!(back.iter().sum::<f32>(), 36.0);
+        Ok(())
+    }
+}

@@ -1,0 +1,22 @@
+//! The layers candle lacks, written as plain kernels over contiguous `f32` NCHW data.
+//!
+//! candle 0.11 has no local response normalisation, no ceil-mode pooling and no max-pool indices.
+//! Each op here works on the CPU copy of a tensor, one image plane per rayon task; tensors on
+//! another device make a round trip through host memory (correct, not fast: see ARCHITECTURE.md).
+
+pub mod lrn;
+pub mod maxpool;
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+
+/// `(data, [n, c, h, w], device)` of a rank-4 tensor, as a contiguous host `f32` vector.
+pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
+    let (n, c, h, w) = x.dims4()?;
+    let data = x
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok((data, [n, c, h, w], x.device().clone()))
+}

@@ -1,0 +1,146 @@
+//! Image bytes → the network's input: decode (with bounded size), resize the shorter side,
+//! centre-crop, normalise to a CHW `f32` tensor.
+
+use crate::manifest::Preprocess;
+use image::imageops::FilterType;
+use image::{ImageReader, Limits, RgbImage};
+use std::io::Cursor;
+
+/// Decoding refuses images with more pixels than this (before any allocation).
+pub const MAX_PIXELS: u64 = 40_000_000;
+/// …or a side longer than this.
+pub const MAX_SIDE: u32 = 16_384;
+
+/// Why an upload could not become an input.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ImageError {
+    #[error("the file is not an image zfvis can read (JPEG, PNG or WebP): {0}")]
+    NotAnImage(String),
+    #[error("the image is damaged or truncated: {0}")]
+    Corrupt(String),
+    #[error("the image is {width}×{height} pixels; the limit is {MAX_PIXELS} pixels and {MAX_SIDE} per side")]
+    TooLarge { width: u32, height: u32 },
+    #[error("the image is empty (0 pixels)")]
+    Empty,
+}
+
+impl ImageError {
+    /// Stable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::NotAnImage(_) => "not_an_image",
+            ImageError::Corrupt(_) => "corrupt_image",
+            ImageError::TooLarge { .. } => "image_too_large",
+            ImageError::Empty => "empty_image",
+        }
+    }
+}
+
+/// Decodes image bytes to RGB, checking the pixel bounds from the header before decoding.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageError::NotAnImage(e.to_string()))
+    };
+    let probe = reader()?;
+    if probe.format().is_none() {
+        return Err(ImageError::NotAnImage("unrecognised file signature".into()));
+    }
+    let (width, height) = probe.into_dimensions().map_err(classify)?;
+    if width == 0 || height == 0 {
+        return Err(ImageError::Empty);
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
+        return Err(ImageError::TooLarge { width, height });
+    }
+    let mut decoder = reader()?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_PIXELS * 4 * 2);
+    decoder.limits(limits);
+    let image = decoder.decode().map_err(classify)?;
+    Ok(image.to_rgb8())
+}
+
+fn classify(e: image::ImageError) -> ImageError {
+    match e {
+        image::ImageError::Unsupported(u) => ImageError::NotAnImage(u.to_string()),
+        image::ImageError::Limits(l) => ImageError::Corrupt(l.to_string()),
+        image::ImageError::IoError(io) => ImageError::Corrupt(io.to_string()),
+        other => ImageError::Corrupt(other.to_string()),
+    }
+}
+
+/// Resize so the shorter side is `p.resize`, then take the centred `p.crop` square.
+pub fn resize_and_crop(image: &RgbImage, p: &Preprocess) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let short = w.min(h).max(1) as f64;
+    let scale = p.resize as f64 / short;
+    let nw = ((w as f64 * scale).round() as u32).max(p.crop);
+    let nh = ((h as f64 * scale).round() as u32).max(p.crop);
+    let resized = if (nw, nh) == (w, h) {
+        image.clone()
+    } else {
+        image::imageops::resize(image, nw, nh, FilterType::Triangle)
+    };
+    let x = (nw - p.crop) / 2;
+    let y = (nh - p.crop) / 2;
+    image::imageops::crop_imm(&resized, x, y, p.crop, p.crop).to_image()
+}
+
+/// The normalised CHW data of a cropped RGB image.
+pub fn normalise(crop: &RgbImage, p: &Preprocess) -> Vec<f32> {
+    let (w, h) = crop.dimensions();
+    let plane = (w * h) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    for (i, px) in crop.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (px.0[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+        }
+    }
+    out
+}
+
+/// Inverse of [`normalise`] for one pixel channel value, clamped to a byte.
+pub fn denormalise(value: f32, channel: usize, p: &Preprocess) -> u8 {
+    ((value * p.std[channel] + p.mean[channel]) * 255.0)
+        .round()
+        .clamp(0.0, 255.0) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut buf = Vec::new();
+        img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn rejects_non_images_and_truncated_files() {
+        assert_eq!(decode(b"hello world").unwrap_err().code(), "not_an_image");
+        let bytes = png(64, 48);
+        let err = decode(&bytes[..bytes.len() / 2]).unwrap_err();
+        assert_eq!(err.code(), "corrupt_image", "{err}");
+    }
+
+    #[test]
+    fn resize_and_crop_gives_the_centre_square() {
+        let img = decode(&png(400, 300)).unwrap();
+        let p = Preprocess::imagenet();
+        let crop = resize_and_crop(&img, &p);
+        assert_eq!(crop.dimensions(), (224, 224));
+        let data = normalise(&crop, &p);
+        assert_eq!(data.len(), 3 * 224 * 224);
+        // blue channel is constant 7 everywhere
+        let b = (7.0 / 255.0 - p.mean[2]) / p.std[2];
+        assert!(data[2 * 224 * 224..].iter().all(|v| (v - b).abs() < 1e-6));
+        assert_eq!(denormalise(b, 2, &p), 7);
+    }
+}
