@@ -1,1 +1,132 @@
-fn main() {}
+//! `zfvis`: the server and the command line around the ZFNet model.
+
+mod error;
+mod routes;
+mod state;
+mod upload;
+
+use anyhow::Context;
+use axum::Router;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
+
+/// The default model: the committed trained weights, or the seeded placeholder setup writes there.
+const DEFAULT_WEIGHTS: &str = "model-weights/zfnet-imagenette.safetensors";
+
+#[derive(Parser)]
+#[command(name = "zfvis", version, about = "See inside ZFNet: deconvnet projections, top activations, occlusion")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API and the UI.
+    Serve {
+        /// Address to listen on; port 0 picks a free one (the chosen URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        /// Weights (.safetensors) with the manifest beside them (.json).
+        #[arg(long, default_value = DEFAULT_WEIGHTS)]
+        weights: PathBuf,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// The built UI (trunk's output); the API still runs without it.
+        #[arg(long, default_value = "dist")]
+        ui_dir: PathBuf,
+        /// Largest request body in MiB.
+        #[arg(long, default_value_t = 20)]
+        max_body_mib: usize,
+    },
+    /// Write the seeded random-init placeholder model (skipped if the file exists).
+    InitWeights {
+        #[arg(long, default_value = DEFAULT_WEIGHTS)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            addr,
+            weights,
+            device,
+            ui_dir,
+            max_body_mib,
+        } => serve(addr, &weights, &device, &ui_dir, max_body_mib).await,
+        Command::InitWeights { out, seed } => {
+            let written = zfnet::init::write_placeholder(&out, seed)
+                .with_context(|| format!("writing the placeholder model to {}", out.display()))?;
+            if written {
+                println!("wrote untrained placeholder model {} (seed {seed})", out.display());
+            } else {
+                println!("{} already exists; left as it is", out.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(addr: SocketAddr, weights: &Path, device: &str, ui_dir: &Path, max_body_mib: usize) -> anyhow::Result<()> {
+    let device = zfnet::device::parse_device(device)?;
+    let model = zfnet::LoadedModel::load(weights, &device).with_context(|| {
+        format!(
+            "loading model {} (run `zfvis init-weights` for the untrained placeholder)",
+            weights.display()
+        )
+    })?;
+    if !model.manifest.trained {
+        tracing::warn!("model {} is UNTRAINED: {}", model.manifest.name, model.manifest.provenance);
+    }
+    let limits = state::Limits {
+        max_body_bytes: max_body_mib.max(1) * 1024 * 1024,
+        ..Default::default()
+    };
+    let state = Arc::new(state::AppState::new(model, limits));
+    let app = app(state, ui_dir);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("zfvis listening on http://{local}/");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn app(state: Arc<state::AppState>, ui_dir: &Path) -> Router {
+    let api = routes::api_router(state);
+    let index = ui_dir.join("index.html");
+    let ui = if index.exists() {
+        Router::new().fallback_service(ServeDir::new(ui_dir).fallback(ServeFile::new(index)))
+    } else {
+        tracing::warn!("no UI at {} (build it with scripts/build-web.sh); serving the API only", ui_dir.display());
+        Router::new().fallback(|| async {
+            axum::response::Html(
+                "<h1>zfvis</h1><p>The UI is not built. Run <code>scripts/run.sh</code>, or use the API at /api/model.</p>",
+            )
+        })
+    };
+    Router::new()
+        .nest("/api", api)
+        .merge(ui)
+        .layer(TraceLayer::new_for_http())
+}

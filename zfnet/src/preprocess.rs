@@ -47,12 +47,19 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     if probe.format().is_none() {
         return Err(ImageError::NotAnImage("unrecognised file signature".into()));
     }
+    let format = probe.format();
     let (width, height) = probe.into_dimensions().map_err(classify)?;
     if width == 0 || height == 0 {
         return Err(ImageError::Empty);
     }
     if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
         return Err(ImageError::TooLarge { width, height });
+    }
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_after_last_scan(bytes) {
+        // JPEG decoders fill a cut-off scan with grey and report success; refuse instead.
+        return Err(ImageError::Corrupt(
+            "JPEG ends before its end-of-image marker (truncated upload?)".into(),
+        ));
     }
     let mut decoder = reader()?;
     let mut limits = Limits::default();
@@ -62,6 +69,17 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     decoder.limits(limits);
     let image = decoder.decode().map_err(classify)?;
     Ok(image.to_rgb8())
+}
+
+/// Whether an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Neither byte pair
+/// can occur inside entropy-coded data (0xFF is stuffed as FF 00), and an EXIF thumbnail's own
+/// markers come before the main scans.
+fn jpeg_has_end_after_last_scan(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 fn classify(e: image::ImageError) -> ImageError {
@@ -128,6 +146,16 @@ mod tests {
         let bytes = png(64, 48);
         let err = decode(&bytes[..bytes.len() / 2]).unwrap_err();
         assert_eq!(err.code(), "corrupt_image", "{err}");
+    }
+
+    #[test]
+    fn rejects_a_jpeg_cut_inside_its_scan() {
+        let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 99]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        assert!(decode(&jpeg).is_ok());
+        let cut = &jpeg[..jpeg.len() - 40];
+        assert_eq!(decode(cut).unwrap_err().code(), "corrupt_image");
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! Thin handlers over [`AppState`]: parse, hand the work to the model, shape the response.
+
+use crate::error::AppError;
+use crate::state::{prepare_input, AppState};
+use crate::upload::ImageUpload;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+use zfvis_api::{Health, ModelInfo, PredictResponse, Prediction};
+
+/// The routes under `/api`, with a JSON 404 for anything else there.
+pub fn api_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/model", get(model_info))
+        .route("/predict", post(predict))
+        .fallback(api_not_found)
+        // uploads enforce their own bound (crate::upload); everything else reads no body
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no API route /api{uri}"))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        device: zfnet::device::describe(state.model.net.device()),
+    })
+}
+
+async fn model_info(State(state): State<Arc<AppState>>) -> Json<ModelInfo> {
+    Json(state.info.clone())
+}
+
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    ImageUpload(bytes): ImageUpload,
+) -> Result<Json<PredictResponse>, AppError> {
+    let trained = state.info.trained;
+    let response = state
+        .run_blocking(move |model| {
+            let (input, (width, height)) = prepare_input(model, &bytes)?;
+            let logits = model.net.forward(&input)?;
+            let predictions = top_k(model, &logits, 5)?;
+            Ok(PredictResponse {
+                predictions,
+                trained,
+                width,
+                height,
+            })
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+/// The `k` most probable classes of the first row of `logits`.
+pub fn top_k(
+    model: &zfnet::LoadedModel,
+    logits: &candle_core::Tensor,
+    k: usize,
+) -> Result<Vec<Prediction>, AppError> {
+    let probs = zfnet::model::softmax(logits)?
+        .get(0)
+        .and_then(|row| row.to_vec1::<f32>())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    Ok(order
+        .into_iter()
+        .take(k)
+        .map(|index| {
+            let class = &model.manifest.classes[index];
+            Prediction {
+                index,
+                wnid: class.wnid.clone(),
+                label: class.label.clone(),
+                probability: probs[index],
+            }
+        })
+        .collect())
+}

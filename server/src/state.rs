@@ -1,0 +1,141 @@
+//! The typed state every handler shares: the loaded model and the bound on concurrent work.
+
+use crate::error::AppError;
+use axum::http::StatusCode;
+use candle_core::Tensor;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use zfnet::LoadedModel;
+use zfvis_api::{ClassInfo, LayerInfo, LayerKind, ModelInfo};
+
+/// Limits on what one client can make the server do.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Inference jobs running at once; more wait for a slot.
+    pub max_concurrent_jobs: usize,
+    /// How long a request waits for a slot before it gets 503.
+    pub queue_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 20 * 1024 * 1024,
+            max_concurrent_jobs: 2,
+            queue_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct AppState {
+    pub model: Arc<LoadedModel>,
+    pub info: ModelInfo,
+    pub limits: Limits,
+    jobs: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(model: LoadedModel, limits: Limits) -> Self {
+        let info = model_info(&model);
+        AppState {
+            model: Arc::new(model),
+            info,
+            jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
+            limits,
+        }
+    }
+
+    /// Runs CPU-heavy model work on the blocking pool, at most `max_concurrent_jobs` at once.
+    pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LoadedModel) -> Result<T, AppError> + Send + 'static,
+    {
+        let permit = tokio::time::timeout(self.limits.queue_timeout, self.jobs.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the server is busy with other requests; try again in a moment",
+                )
+            })?
+            .map_err(|_| AppError::internal("job queue closed"))?;
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&model)
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("inference task failed: {e}")))?
+    }
+}
+
+fn model_info(model: &LoadedModel) -> ModelInfo {
+    let net = &model.net;
+    let sizes = zfnet::arch::spatial_sizes(net.arch);
+    let mut layers: Vec<LayerInfo> = net
+        .convs
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (conv, (side, pooled)))| LayerInfo {
+            name: zfnet::model::CONV_NAMES[i].to_string(),
+            kind: LayerKind::Conv,
+            output_shape: vec![conv.out_channels(), side, side],
+            kernel: Some(conv.spec.kernel as u32),
+            stride: Some(conv.spec.stride as u32),
+            padding: Some(conv.spec.padding as u32),
+            pooled_shape: pooled.map(|p| vec![conv.out_channels(), p, p]),
+            lrn: conv.spec.lrn,
+        })
+        .collect();
+    for (name, fc) in zfnet::model::FC_NAMES.iter().zip(&net.fcs) {
+        layers.push(LayerInfo {
+            name: name.to_string(),
+            kind: LayerKind::Fc,
+            output_shape: vec![fc.weight().dims()[0]],
+            kernel: None,
+            stride: None,
+            padding: None,
+            pooled_shape: None,
+            lrn: false,
+        });
+    }
+    let m = &model.manifest;
+    ModelInfo {
+        architecture: net.arch.name().to_string(),
+        name: m.name.clone(),
+        trained: m.trained,
+        provenance: m.provenance.clone(),
+        weights_sha256: model.weights_sha256.clone(),
+        parameters: net.parameter_count(),
+        input_size: zfnet::arch::INPUT_SIZE as u32,
+        layers,
+        classes: m
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(index, c)| ClassInfo {
+                index,
+                wnid: c.wnid.clone(),
+                label: c.label.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The normalised `[1, 3, 224, 224]` input of an uploaded image, plus its original size.
+pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<(Tensor, (u32, u32)), AppError> {
+    let image = zfnet::preprocess::decode(bytes)?;
+    let dims = image.dimensions();
+    let p = &model.manifest.preprocess;
+    let crop = zfnet::preprocess::resize_and_crop(&image, p);
+    let data = zfnet::preprocess::normalise(&crop, p);
+    let side = p.crop as usize;
+    let tensor = Tensor::from_vec(data, (1, 3, side, side), model.net.device())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    Ok((tensor, dims))
+}

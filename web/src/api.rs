@@ -1,0 +1,73 @@
+//! Talking to the zfvis server: JSON GETs and image uploads through the browser's fetch.
+
+use serde::de::DeserializeOwned;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, FormData, Request, RequestInit, Response};
+use zfvis_api::ApiError;
+
+/// A failure worth showing to the user, already in words.
+pub type ApiResult<T> = Result<T, String>;
+
+fn js_message(e: JsValue) -> String {
+    e.as_string()
+        .or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string()))
+        .unwrap_or_else(|| "unknown browser error".into())
+}
+
+async fn send(request: Request) -> ApiResult<Response> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| format!("the server could not be reached: {}", js_message(e)))?;
+    response.dyn_into::<Response>().map_err(js_message)
+}
+
+async fn text(response: &Response) -> ApiResult<String> {
+    let promise = response.text().map_err(js_message)?;
+    let value = JsFuture::from(promise).await.map_err(js_message)?;
+    Ok(value.as_string().unwrap_or_default())
+}
+
+async fn decode<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
+    let status = response.status();
+    let body = text(&response).await?;
+    if (200..300).contains(&status) {
+        serde_json::from_str(&body).map_err(|e| format!("unexpected answer from the server: {e}"))
+    } else {
+        Err(match serde_json::from_str::<ApiError>(&body) {
+            Ok(err) => err.error,
+            Err(_) if status == 413 => "the file is too large for the server".into(),
+            Err(_) => format!("the server answered {status}: {body}"),
+        })
+    }
+}
+
+pub async fn get_json<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
+    let request = Request::new_with_str(url).map_err(js_message)?;
+    decode(send(request).await?).await
+}
+
+/// POSTs `image` as the multipart field `image`.
+pub async fn post_image<T: DeserializeOwned>(url: &str, image: &Blob, filename: &str) -> ApiResult<T> {
+    let form = FormData::new().map_err(js_message)?;
+    form.append_with_blob_and_filename("image", image, filename)
+        .map_err(js_message)?;
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&form);
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    decode(send(request).await?).await
+}
+
+/// Fetches a static file (a demo image) as a blob.
+pub async fn get_blob(url: &str) -> ApiResult<Blob> {
+    let request = Request::new_with_str(url).map_err(js_message)?;
+    let response = send(request).await?;
+    if !response.ok() {
+        return Err(format!("could not load {url}: {}", response.status()));
+    }
+    let promise = response.blob().map_err(js_message)?;
+    let blob = JsFuture::from(promise).await.map_err(js_message)?;
+    blob.dyn_into::<Blob>().map_err(js_message)
+}

@@ -1,0 +1,102 @@
+//! Getting an image in: file picker, drag and drop, paste, or a demo photo.
+
+use crate::api;
+use leptos::prelude::*;
+use web_sys::{Blob, File};
+
+/// The demo photos trunk copies to `/demo/` (see web/assets/demo/LICENSES.md).
+pub const DEMO_IMAGES: [&str; 12] = [
+    "dog.jpg", "chelsea.png", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "coffee.png",
+    "flower.jpg", "rocket.jpg", "astronaut.png", "person.jpg", "china.jpg",
+];
+
+/// An image chosen by the user, with an object URL to show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upload {
+    pub blob: Blob,
+    pub name: String,
+    pub url: String,
+}
+
+impl Upload {
+    fn new(blob: Blob, name: String) -> Option<Upload> {
+        let url = web_sys::Url::create_object_url_with_blob(&blob).ok()?;
+        Some(Upload { blob, name, url })
+    }
+
+    fn from_file(file: File) -> Option<Upload> {
+        let name = file.name();
+        Upload::new(file.into(), name)
+    }
+}
+
+#[component]
+pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) -> impl IntoView {
+    let (dragging, set_dragging) = signal(false);
+    let (demo_error, set_demo_error) = signal(None::<String>);
+
+    let on_pick = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        if let Some(file) = input.files().and_then(|f| f.get(0)) {
+            if let Some(u) = Upload::from_file(file) {
+                on_upload(u);
+            }
+        }
+        input.set_value("");
+    };
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        set_dragging.set(false);
+        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+            if let Some(u) = Upload::from_file(file) {
+                on_upload(u);
+            }
+        }
+    };
+    // Paste anywhere on the page.
+    let paste = window_event_listener(leptos::ev::paste, move |ev| {
+        let Some(items) = ev.clipboard_data().and_then(|d| d.files()) else { return };
+        if let Some(file) = items.get(0) {
+            if let Some(u) = Upload::from_file(file) {
+                on_upload(u);
+            }
+        }
+    });
+    on_cleanup(move || paste.remove());
+
+    let load_demo = move |name: &'static str| {
+        set_demo_error.set(None);
+        leptos::task::spawn_local(async move {
+            match api::get_blob(&format!("/demo/{name}")).await {
+                Ok(blob) => {
+                    if let Some(u) = Upload::new(blob, name.to_string()) {
+                        on_upload(u);
+                    }
+                }
+                Err(e) => set_demo_error.set(Some(e)),
+            }
+        });
+    };
+
+    view! {
+        <label
+            class="dropzone"
+            class:dragging=move || dragging.get()
+            on:dragover=move |ev: leptos::ev::DragEvent| { ev.prevent_default(); set_dragging.set(true); }
+            on:dragleave=move |_| set_dragging.set(false)
+            on:drop=on_drop
+        >
+            <input type="file" id="file-input" accept="image/jpeg,image/png,image/webp" on:change=on_pick />
+            <span>"Drop an image here, click to choose one, or paste (Ctrl+V)"</span>
+        </label>
+        <h3>"Demo photos"</h3>
+        <div class="demos">
+            {DEMO_IMAGES.into_iter().map(|name| view! {
+                <button class="demo" title=name data-demo=name on:click=move |_| load_demo(name)>
+                    <img src=format!("/demo/{name}") alt=name loading="lazy" />
+                </button>
+            }).collect_view()}
+        </div>
+        {move || demo_error.get().map(|e| view! { <p class="error">{e}</p> })}
+    }
+}
