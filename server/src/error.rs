@@ -60,7 +60,11 @@ impl From<axum::extract::multipart::MultipartError> for AppError {
         } else {
             "bad_multipart"
         };
-        AppError::new(status, code, format!("could not read the upload: {}", e.body_text()))
+        AppError::new(
+            status,
+            code,
+            format!("could not read the upload: {}", e.body_text()),
+        )
     }
 }
 

@@ -19,7 +19,11 @@ use tracing_subscriber::EnvFilter;
 const DEFAULT_WEIGHTS: &str = "model-weights/zfnet-imagenette.safetensors";
 
 #[derive(Parser)]
-#[command(name = "zfvis", version, about = "See inside ZFNet: deconvnet projections, top activations, occlusion")]
+#[command(
+    name = "zfvis",
+    version,
+    about = "See inside ZFNet: deconvnet projections, top activations, occlusion"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -72,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
             let written = zfnet::init::write_placeholder(&out, seed)
                 .with_context(|| format!("writing the placeholder model to {}", out.display()))?;
             if written {
-                println!("wrote untrained placeholder model {} (seed {seed})", out.display());
+                println!(
+                    "wrote untrained placeholder model {} (seed {seed})",
+                    out.display()
+                );
             } else {
                 println!("{} already exists; left as it is", out.display());
             }
@@ -81,7 +90,13 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(addr: SocketAddr, weights: &Path, device: &str, ui_dir: &Path, max_body_mib: usize) -> anyhow::Result<()> {
+async fn serve(
+    addr: SocketAddr,
+    weights: &Path,
+    device: &str,
+    ui_dir: &Path,
+    max_body_mib: usize,
+) -> anyhow::Result<()> {
     let device = zfnet::device::parse_device(device)?;
     let model = zfnet::LoadedModel::load(weights, &device).with_context(|| {
         format!(
@@ -90,7 +105,11 @@ async fn serve(addr: SocketAddr, weights: &Path, device: &str, ui_dir: &Path, ma
         )
     })?;
     if !model.manifest.trained {
-        tracing::warn!("model {} is UNTRAINED: {}", model.manifest.name, model.manifest.provenance);
+        tracing::warn!(
+            "model {} is UNTRAINED: {}",
+            model.manifest.name,
+            model.manifest.provenance
+        );
     }
     let limits = state::Limits {
         max_body_bytes: max_body_mib.max(1) * 1024 * 1024,
@@ -118,7 +137,10 @@ fn app(state: Arc<state::AppState>, ui_dir: &Path) -> Router {
     let ui = if index.exists() {
         Router::new().fallback_service(ServeDir::new(ui_dir).fallback(ServeFile::new(index)))
     } else {
-        tracing::warn!("no UI at {} (build it with scripts/build-web.sh); serving the API only", ui_dir.display());
+        tracing::warn!(
+            "no UI at {} (build it with scripts/build-web.sh); serving the API only",
+            ui_dir.display()
+        );
         Router::new().fallback(|| async {
             axum::response::Html(
                 "<h1>zfvis</h1><p>The UI is not built. Run <code>scripts/run.sh</code>, or use the API at /api/model.</p>",

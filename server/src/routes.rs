@@ -23,7 +23,11 @@ pub fn api_router(state: Arc<AppState>) -> Router {
 }
 
 async fn api_not_found(uri: axum::http::Uri) -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "not_found", format!("no API route /api{uri}"))
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no API route /api{uri}"),
+    )
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {

@@ -53,16 +53,17 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&LoadedModel) -> Result<T, AppError> + Send + 'static,
     {
-        let permit = tokio::time::timeout(self.limits.queue_timeout, self.jobs.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "the server is busy with other requests; try again in a moment",
-                )
-            })?
-            .map_err(|_| AppError::internal("job queue closed"))?;
+        let permit =
+            tokio::time::timeout(self.limits.queue_timeout, self.jobs.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    AppError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "the server is busy with other requests; try again in a moment",
+                    )
+                })?
+                .map_err(|_| AppError::internal("job queue closed"))?;
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -65,7 +65,9 @@ async fn read_bounded(body: Body, limit: usize) -> Result<Vec<u8>, AppError> {
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| AppError::bad_request("bad_body", format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            AppError::bad_request("bad_body", format!("could not read the request body: {e}"))
+        })?;
         seen += chunk.len();
         if seen <= limit {
             buf.extend_from_slice(&chunk);

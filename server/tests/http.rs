@@ -29,7 +29,11 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
         for &b in bytes {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -42,7 +46,10 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     png.extend_from_slice(&13u32.to_be_bytes());
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
-    for (kind, data) in [(&b"IDAT"[..], &[0x78u8, 0x9c, 0x03, 0x00][..]), (b"IEND", b"")] {
+    for (kind, data) in [
+        (&b"IDAT"[..], &[0x78u8, 0x9c, 0x03, 0x00][..]),
+        (b"IEND", b""),
+    ] {
         let mut chunk = kind.to_vec();
         chunk.extend_from_slice(data);
         png.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -80,12 +87,21 @@ async fn health_and_model_describe_the_network() {
     assert_eq!(model.classes.len(), 10);
     assert_eq!(model.classes[0].label, "tench");
     let names: Vec<_> = model.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]);
+    assert_eq!(
+        names,
+        ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    );
     // the fixture's narrowed widths, the paper's spatial sizes
     assert_eq!(model.layers[0].output_shape, [16, 110, 110]);
-    assert_eq!(model.layers[0].pooled_shape.as_deref(), Some(&[16, 55, 55][..]));
+    assert_eq!(
+        model.layers[0].pooled_shape.as_deref(),
+        Some(&[16, 55, 55][..])
+    );
     assert_eq!(model.layers[1].output_shape, [32, 26, 26]);
-    assert_eq!(model.layers[4].pooled_shape.as_deref(), Some(&[24, 6, 6][..]));
+    assert_eq!(
+        model.layers[4].pooled_shape.as_deref(),
+        Some(&[24, 6, 6][..])
+    );
     assert_eq!(model.layers[7].output_shape, [10]);
 }
 
@@ -136,20 +152,30 @@ async fn bad_uploads_get_json_errors_naming_the_problem() {
     let url = format!("{}/api/predict", server.url);
     let post = |form: Form| client.post(&url).multipart(form).send();
 
-    let resp = post(image_form(b"this is not an image".to_vec(), "x.jpg")).await.unwrap();
+    let resp = post(image_form(b"this is not an image".to_vec(), "x.jpg"))
+        .await
+        .unwrap();
     expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "not_an_image").await;
 
     let mut jpeg = demo_image("person.jpg");
     jpeg.truncate(jpeg.len() / 3);
     let resp = post(image_form(jpeg, "cut.jpg")).await.unwrap();
     let err = expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "corrupt_image").await;
-    assert!(err.error.contains("truncated") || err.error.contains("damaged"), "{}", err.error);
+    assert!(
+        err.error.contains("truncated") || err.error.contains("damaged"),
+        "{}",
+        err.error
+    );
 
-    let resp = post(image_form(png_claiming(30_000, 30_000), "huge.png")).await.unwrap();
+    let resp = post(image_form(png_claiming(30_000, 30_000), "huge.png"))
+        .await
+        .unwrap();
     let err = expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "image_too_large").await;
     assert!(err.error.contains("30000×30000"), "{}", err.error);
 
-    let resp = post(image_form(vec![0xff; 2 * 1024 * 1024], "big.jpg")).await.unwrap();
+    let resp = post(image_form(vec![0xff; 2 * 1024 * 1024], "big.jpg"))
+        .await
+        .unwrap();
     expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
 
     let resp = post(Form::new().text("other", "x")).await.unwrap();
@@ -161,11 +187,17 @@ async fn bad_uploads_get_json_errors_naming_the_problem() {
     let resp = client.post(&url).body("plain").send().await.unwrap();
     expect_error(resp, StatusCode::BAD_REQUEST, "bad_multipart").await;
 
-    let resp = client.get(format!("{}/api/nothing", server.url)).send().await.unwrap();
+    let resp = client
+        .get(format!("{}/api/nothing", server.url))
+        .send()
+        .await
+        .unwrap();
     expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
 
     // still serving after all that
-    let resp = post(image_form(demo_image("eagle.jpg"), "eagle.jpg")).await.unwrap();
+    let resp = post(image_form(demo_image("eagle.jpg"), "eagle.jpg"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
 

@@ -49,7 +49,11 @@ pub async fn get_json<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
 }
 
 /// POSTs `image` as the multipart field `image`.
-pub async fn post_image<T: DeserializeOwned>(url: &str, image: &Blob, filename: &str) -> ApiResult<T> {
+pub async fn post_image<T: DeserializeOwned>(
+    url: &str,
+    image: &Blob,
+    filename: &str,
+) -> ApiResult<T> {
     let form = FormData::new().map_err(js_message)?;
     form.append_with_blob_and_filename("image", image, filename)
         .map_err(js_message)?;

@@ -6,8 +6,18 @@ use web_sys::{Blob, File};
 
 /// The demo photos trunk copies to `/demo/` (see web/assets/demo/LICENSES.md).
 pub const DEMO_IMAGES: [&str; 12] = [
-    "dog.jpg", "chelsea.png", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "coffee.png",
-    "flower.jpg", "rocket.jpg", "astronaut.png", "person.jpg", "china.jpg",
+    "dog.jpg",
+    "chelsea.png",
+    "eagle.jpg",
+    "giraffe.jpg",
+    "horses.jpg",
+    "kite.jpg",
+    "coffee.png",
+    "flower.jpg",
+    "rocket.jpg",
+    "astronaut.png",
+    "person.jpg",
+    "china.jpg",
 ];
 
 /// An image chosen by the user, with an object URL to show it.
@@ -47,7 +57,11 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
     let on_drop = move |ev: leptos::ev::DragEvent| {
         ev.prevent_default();
         set_dragging.set(false);
-        if let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+        if let Some(file) = ev
+            .data_transfer()
+            .and_then(|d| d.files())
+            .and_then(|f| f.get(0))
+        {
             if let Some(u) = Upload::from_file(file) {
                 on_upload(u);
             }
@@ -55,7 +69,9 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
     };
     // Paste anywhere on the page.
     let paste = window_event_listener(leptos::ev::paste, move |ev| {
-        let Some(items) = ev.clipboard_data().and_then(|d| d.files()) else { return };
+        let Some(items) = ev.clipboard_data().and_then(|d| d.files()) else {
+            return;
+        };
         if let Some(file) = items.get(0) {
             if let Some(u) = Upload::from_file(file) {
                 on_upload(u);

@@ -90,7 +90,12 @@ pub fn spatial_sizes(arch: Architecture) -> [(usize, Option<usize>); 5] {
 }
 
 /// Parameter count of a network with these widths.
-pub fn parameter_count(arch: Architecture, channels: [usize; 5], fc_width: usize, classes: usize) -> u64 {
+pub fn parameter_count(
+    arch: Architecture,
+    channels: [usize; 5],
+    fc_width: usize,
+    classes: usize,
+) -> u64 {
     let specs = arch.conv_specs();
     let mut total = 0usize;
     let mut in_ch = 3;
@@ -115,7 +120,13 @@ mod tests {
         let sizes = spatial_sizes(Architecture::Zfnet);
         assert_eq!(
             sizes,
-            [(110, Some(55)), (26, Some(13)), (13, None), (13, None), (13, Some(6))]
+            [
+                (110, Some(55)),
+                (26, Some(13)),
+                (13, None),
+                (13, None),
+                (13, Some(6))
+            ]
         );
     }
 
@@ -124,13 +135,22 @@ mod tests {
         let sizes = spatial_sizes(Architecture::Alexnet);
         assert_eq!(
             sizes,
-            [(54, Some(27)), (27, Some(13)), (13, None), (13, None), (13, Some(6))]
+            [
+                (54, Some(27)),
+                (27, Some(13)),
+                (13, None),
+                (13, None),
+                (13, Some(6))
+            ]
         );
     }
 
     #[test]
     fn zfnet_has_the_papers_parameter_count() {
         let ch = Architecture::Zfnet.paper_channels();
-        assert_eq!(parameter_count(Architecture::Zfnet, ch, 4096, 1000), 62_357_608);
+        assert_eq!(
+            parameter_count(Architecture::Zfnet, ch, 4096, 1000),
+            62_357_608
+        );
     }
 }

@@ -46,7 +46,10 @@ pub fn random_tensors(
             format!("{name}.weight"),
             Tensor::from_vec(w, (out_ch, in_ch, spec.kernel, spec.kernel), &Device::Cpu)?,
         );
-        out.insert(format!("{name}.bias"), Tensor::zeros(out_ch, candle_core::DType::F32, &Device::Cpu)?);
+        out.insert(
+            format!("{name}.bias"),
+            Tensor::zeros(out_ch, candle_core::DType::F32, &Device::Cpu)?,
+        );
         in_ch = out_ch;
     }
     let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
@@ -54,8 +57,14 @@ pub fn random_tensors(
     for (i, name) in FC_NAMES.iter().enumerate() {
         let (fan_in, fan_out) = (dims[i], dims[i + 1]);
         let w = normal(&mut rng, 0.01, fan_in * fan_out);
-        out.insert(format!("{name}.weight"), Tensor::from_vec(w, (fan_out, fan_in), &Device::Cpu)?);
-        out.insert(format!("{name}.bias"), Tensor::zeros(fan_out, candle_core::DType::F32, &Device::Cpu)?);
+        out.insert(
+            format!("{name}.weight"),
+            Tensor::from_vec(w, (fan_out, fan_in), &Device::Cpu)?,
+        );
+        out.insert(
+            format!("{name}.bias"),
+            Tensor::zeros(fan_out, candle_core::DType::F32, &Device::Cpu)?,
+        );
     }
     Ok(out)
 }
@@ -67,7 +76,13 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
     }
     let arch = Architecture::Zfnet;
     let classes = imagenette_classes();
-    let tensors = random_tensors(arch, arch.paper_channels(), DEFAULT_FC_WIDTH, classes.len(), seed)?;
+    let tensors = random_tensors(
+        arch,
+        arch.paper_channels(),
+        DEFAULT_FC_WIDTH,
+        classes.len(),
+        seed,
+    )?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.display().to_string(),

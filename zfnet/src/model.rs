@@ -166,7 +166,10 @@ impl ZfNet {
                 )));
             }
             if bias.dims() != [out_ch] {
-                return Err(Error::Weights(format!("{name}.bias is {:?}, expected [{out_ch}]", bias.dims())));
+                return Err(Error::Weights(format!(
+                    "{name}.bias is {:?}, expected [{out_ch}]",
+                    bias.dims()
+                )));
             }
             convs.push(Conv { weight, bias, spec });
             in_ch = out_ch;
@@ -218,7 +221,12 @@ impl ZfNet {
     }
 
     pub fn parameter_count(&self) -> u64 {
-        crate::arch::parameter_count(self.arch, self.channels(), self.fc_width(), self.num_classes())
+        crate::arch::parameter_count(
+            self.arch,
+            self.channels(),
+            self.fc_width(),
+            self.num_classes(),
+        )
     }
 
     /// Runs conv layer `index` (0-based) on its input: conv → ReLU → LRN? → pool?.

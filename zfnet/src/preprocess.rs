@@ -150,9 +150,12 @@ mod tests {
 
     #[test]
     fn rejects_a_jpeg_cut_inside_its_scan() {
-        let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 99]));
+        let img = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, 99])
+        });
         let mut jpeg = Vec::new();
-        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
         assert!(decode(&jpeg).is_ok());
         let cut = &jpeg[..jpeg.len() - 40];
         assert_eq!(decode(cut).unwrap_err().code(), "corrupt_image");

@@ -51,20 +51,39 @@ fn check(arch: &str) -> anyhow::Result<()> {
                     compared += 1;
                 }
                 (None, None) => {}
-                (got, want) => panic!("{arch} {key}: present here {} vs reference {}", got.is_some(), want.is_some()),
+                (got, want) => panic!(
+                    "{arch} {key}: present here {} vs reference {}",
+                    got.is_some(),
+                    want.is_some()
+                ),
             }
         }
         if let Some(p) = &layer.pooled {
-            let got = p.switches.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
-            let want = expected[&format!("{name}.switches")].flatten_all()?.to_vec1::<i64>()?;
+            let got = p
+                .switches
+                .to_dtype(DType::I64)?
+                .flatten_all()?
+                .to_vec1::<i64>()?;
+            let want = expected[&format!("{name}.switches")]
+                .flatten_all()?
+                .to_vec1::<i64>()?;
             // Ties can legitimately differ; with continuous random data there are none except
             // where ReLU made whole windows zero, and there PyTorch and we both take the first.
             let same = got.iter().zip(&want).filter(|(a, b)| a == b).count();
-            assert_eq!(same, want.len(), "{arch} {name} switches: {same}/{} agree", want.len());
+            assert_eq!(
+                same,
+                want.len(),
+                "{arch} {name} switches: {same}/{} agree",
+                want.len()
+            );
             compared += 1;
         }
     }
-    for (name, got) in [("fc6", &trace.fc6), ("fc7", &trace.fc7), ("logits", &trace.logits)] {
+    for (name, got) in [
+        ("fc6", &trace.fc6),
+        ("fc7", &trace.fc7),
+        ("logits", &trace.logits),
+    ] {
         let err = relative_error(got, &expected[name])?;
         report.push(format!("{name}: {err:.2e}"));
         assert!(err <= 1e-4, "{arch} {name}: relative error {err:.3e}");
@@ -89,7 +108,8 @@ fn alexnet_forward_matches_pytorchcv_at_every_layer() -> anyhow::Result<()> {
 fn loading_rejects_weights_that_do_not_fit_the_architecture() -> anyhow::Result<()> {
     let device = Device::Cpu;
     let tensors = candle_core::safetensors::load(fixture("alexnet-narrow.safetensors"), &device)?;
-    let err = zfnet::ZfNet::from_tensors(zfnet::arch::Architecture::Zfnet, tensors, &device).unwrap_err();
+    let err =
+        zfnet::ZfNet::from_tensors(zfnet::arch::Architecture::Zfnet, tensors, &device).unwrap_err();
     assert!(err.to_string().contains("conv1.weight"), "{err}");
     Ok(())
 }

@@ -55,7 +55,11 @@ pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
             for ch in 0..c {
                 let entering = ch + after;
                 if entering < c {
-                    add_squares(&mut window, &img[entering * plane..(entering + 1) * plane], 1.0);
+                    add_squares(
+                        &mut window,
+                        &img[entering * plane..(entering + 1) * plane],
+                        1.0,
+                    );
                 }
                 let src = &img[ch * plane..(ch + 1) * plane];
                 let dst = &mut out_img[ch * plane..(ch + 1) * plane];
@@ -64,7 +68,11 @@ pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
                 }
                 if ch >= before {
                     let leaving = ch - before;
-                    add_squares(&mut window, &img[leaving * plane..(leaving + 1) * plane], -1.0);
+                    add_squares(
+                        &mut window,
+                        &img[leaving * plane..(leaving + 1) * plane],
+                        -1.0,
+                    );
                 }
             }
         });
@@ -114,7 +122,10 @@ mod tests {
             let got = lrn(&x, p)?.flatten_all()?.to_vec1::<f32>()?;
             let want = lrn_naive(&data, c, h * w, p);
             for (g, e) in got.iter().zip(&want) {
-                assert!((g - e).abs() <= 1e-5 * e.abs().max(1.0), "size {size}: {g} vs {e}");
+                assert!(
+                    (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+                    "size {size}: {g} vs {e}"
+                );
             }
         }
         Ok(())

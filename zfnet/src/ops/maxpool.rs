@@ -159,8 +159,14 @@ mod tests {
         let x = Tensor::arange(0f32, 16.0, &Device::Cpu)?.reshape((1, 1, 4, 4))?;
         let p = max_pool_with_switches(&x, Pool2d::OVERLAPPING_CEIL)?;
         assert_eq!(p.output.dims4()?, (1, 1, 2, 2));
-        assert_eq!(p.output.flatten_all()?.to_vec1::<f32>()?, [10., 11., 14., 15.]);
-        assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [10, 11, 14, 15]);
+        assert_eq!(
+            p.output.flatten_all()?.to_vec1::<f32>()?,
+            [10., 11., 14., 15.]
+        );
+        assert_eq!(
+            p.switches.flatten_all()?.to_vec1::<u32>()?,
+            [10, 11, 14, 15]
+        );
         // ties: all equal → the first element of each window
         let flat = Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)?;
         let p = max_pool_with_switches(&flat, Pool2d::OVERLAPPING_CEIL)?;
@@ -175,7 +181,10 @@ mod tests {
         plane[12] = 9.0;
         let x = Tensor::from_vec(plane, (1, 1, 5, 5), &Device::Cpu)?;
         let p = max_pool_with_switches(&x, Pool2d::OVERLAPPING_CEIL)?;
-        assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [12, 12, 12, 12]);
+        assert_eq!(
+            p.switches.flatten_all()?.to_vec1::<u32>()?,
+            [12, 12, 12, 12]
+        );
         let back = max_unpool(&p.output, &p.switches, p.input_hw)?;
         let back = back.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(back[12], 36.0);

@@ -1,0 +1,98 @@
+// Headless Chromium against the real UI served by a real `zfvis serve`.
+// Run by scripts/test.sh: `node --test tests/browser/`. Needs ZFVIS_BIN (the server binary) and
+// ZFVIS_WEIGHTS (a model); screenshots go to tests/artifacts/.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const ARTIFACTS = path.join(ROOT, 'tests', 'artifacts');
+const BIN = process.env.ZFVIS_BIN;
+const WEIGHTS = process.env.ZFVIS_WEIGHTS || path.join(ROOT, 'model-weights', 'zfnet-imagenette.safetensors');
+
+let server, url, browser;
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--weights', WEIGHTS,
+      '--ui-dir', path.join(ROOT, 'dist')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const timer = setTimeout(() => reject(new Error('zfvis did not start in 60 s')), 60000);
+    child.on('exit', code => reject(new Error(`zfvis exited with ${code}`)));
+    child.stdout.on('data', data => {
+      const m = /zfvis listening on (\S+)/.exec(data.toString());
+      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
+    });
+  });
+}
+
+before(async () => {
+  assert.ok(BIN, 'ZFVIS_BIN must point at the zfvis binary');
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  ({ child: server, url } = await startServer());
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) { server.removeAllListeners('exit'); server.kill(); }
+});
+
+async function openPage() {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors = [];
+  page.on('pageerror', e => errors.push(e.message));
+  await page.goto(url);
+  await page.locator('#file-input').waitFor({ timeout: 30000 });
+  return { page, errors };
+}
+
+test('uploading an image shows it with its top-5 predictions', async () => {
+  const { page, errors } = await openPage();
+  await page.locator('.model').first().waitFor();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'));
+  const items = page.locator('#predictions li');
+  await items.nth(4).waitFor({ timeout: 30000 });
+  assert.equal(await items.count(), 5);
+  // the page shows what the API computes for the same bytes
+  const form = new FormData();
+  form.append('image', new Blob([fs.readFileSync(path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'))]), 'dog.jpg');
+  const api = await (await fetch(`${url}api/predict`, { method: 'POST', body: form })).json();
+  const labels = await page.locator('#predictions .label').allTextContents();
+  assert.deepEqual(labels, api.predictions.map(p => p.label));
+  const src = await page.locator('#preview').getAttribute('src');
+  assert.match(src, /^blob:/);
+  const model = await (await fetch(`${url}api/model`)).json();
+  if (!model.trained) assert.ok(await page.locator('#untrained').isVisible(), 'untrained warning shown');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'upload-predictions.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a demo photo is one click away', async () => {
+  const { page, errors } = await openPage();
+  await page.locator('button.demo[data-demo="chelsea.png"]').click();
+  await page.locator('#predictions li').nth(4).waitFor({ timeout: 30000 });
+  assert.match(await page.locator('.preview figcaption').textContent(), /chelsea\.png/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('an invalid upload shows a readable error, not a blank page', async () => {
+  const { page } = await openPage();
+  await page.setInputFiles('#file-input', {
+    name: 'notes.jpg', mimeType: 'image/jpeg', buffer: Buffer.from('definitely not a jpeg'),
+  });
+  const error = page.locator('#error');
+  await error.waitFor({ timeout: 30000 });
+  assert.match(await error.textContent(), /not an image/);
+  assert.equal(await page.locator('#predictions').count(), 0);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'invalid-upload.png') });
+  await page.close();
+});
