@@ -1,6 +1,8 @@
 //! ZFNet (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2013) in candle.
 //!
 //! - [`model`]: the network and its traced forward pass (activations + max-pool switches).
+//! - [`deconv`]: deconvnet projections back to pixels; [`receptive`]: receptive fields.
+//! - [`render`]: projections, activation heatmaps and patches as PNG.
 //! - [`ops`]: LRN and ceil-mode max pooling with switches, which candle lacks.
 //! - [`arch`]: layer geometry of ZFNet and AlexNet.
 //! - [`manifest`]: what a weights file is (classes, preprocessing, provenance).
@@ -10,6 +12,7 @@
 //! No web code lives here; the server and CLI build on this crate.
 
 pub mod arch;
+pub mod deconv;
 pub mod device;
 mod error;
 pub mod init;
@@ -17,6 +20,8 @@ pub mod manifest;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod receptive;
+pub mod render;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Trace, ZfNet};

@@ -1,0 +1,157 @@
+//! Deconvnet projections (Zeiler & Fergus 2013, §2.1 and Fig. 1): map chosen activations of a
+//! conv layer back to pixel space.
+//!
+//! Starting from layer `l`'s rectified feature maps with everything zeroed except the chosen
+//! activations, each layer from `l` down to 1:
+//!
+//! 1. **filter**: convolve with the transposed (flipped) filters of that layer, i.e. a transposed
+//!    convolution with the same weights, stride and padding (no bias), output cropped or padded to
+//!    exactly the layer's input size;
+//! 2. **unpool**: if the layer below ends in a max pool, put each value back at the pool's recorded
+//!    switch ([`max_unpool`](crate::ops::maxpool::max_unpool): values *summed* where overlapping
+//!    windows share a switch, making this step the exact adjoint of pooling);
+//! 3. **rectify**: ReLU.
+//!
+//! LRN is skipped on the way down: the paper does not invert it, and it is nearly the identity
+//! for the small activations it sees after training (`k = 2` dominates the denominator).
+//!
+//! Equivalently: the deconvnet is backpropagation from the selected activations with a ReLU applied
+//! to the backward signal instead of the forward mask; the tests check that formulation.
+
+use crate::model::{Trace, ZfNet};
+use crate::ops::maxpool::max_unpool;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+/// Which activations of the chosen feature map start the projection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Only the strongest activation of the map in each image (the paper's figures).
+    StrongestUnit,
+    /// One given unit `(y, x)` in each image of the batch (one entry per image).
+    Units(Vec<(usize, usize)>),
+    /// The whole feature map.
+    WholeMap,
+}
+
+/// Position and value of the strongest activation of map `map` in each image of `activation`
+/// (`[n, c, h, w]`): `(y, x, value)`; the first maximum in row-major order wins.
+pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, usize, f32)>> {
+    let (n, c, h, w) = activation.dims4()?;
+    if map >= c {
+        return Err(Error::Invalid(format!("feature map {map} out of range (layer has {c})")));
+    }
+    let maps = activation.narrow(1, map, 1)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    Ok((0..n)
+        .map(|i| {
+            let plane = &maps[i * h * w..(i + 1) * h * w];
+            let (best, v) = plane
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| if v > bv { (j, v) } else { (bi, bv) });
+            (best / w, best % w, v)
+        })
+        .collect())
+}
+
+/// Projects map `map` of conv layer `layer` (0-based) of every image in `trace` to pixel space:
+/// `[n, 3, 224, 224]`.
+pub fn project(net: &ZfNet, trace: &Trace, layer: usize, map: usize, selection: &Selection) -> Result<Tensor> {
+    if layer >= net.convs.len() {
+        return Err(Error::Invalid(format!("conv layer {} out of range 1..=5", layer + 1)));
+    }
+    let activation = &trace.convs[layer].activation;
+    let (n, c, h, w) = activation.dims4()?;
+    if map >= c {
+        return Err(Error::Invalid(format!("feature map {map} out of range (conv{} has {c})", layer + 1)));
+    }
+    let values = activation.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let plane = h * w;
+    let mut start = vec![0f32; n * c * plane];
+    let units: Option<Vec<(usize, usize)>> = match selection {
+        Selection::WholeMap => None,
+        Selection::StrongestUnit => Some(strongest_units(activation, map)?.into_iter().map(|(y, x, _)| (y, x)).collect()),
+        Selection::Units(u) => {
+            if u.len() != n || u.iter().any(|&(y, x)| y >= h || x >= w) {
+                return Err(Error::Invalid(format!("units {u:?} do not fit {n} images of {h}×{w}")));
+            }
+            Some(u.clone())
+        }
+    };
+    for i in 0..n {
+        let offset = (i * c + map) * plane;
+        match &units {
+            None => start[offset..offset + plane].copy_from_slice(&values[offset..offset + plane]),
+            Some(u) => {
+                let (y, x) = u[i];
+                start[offset + y * w + x] = values[offset + y * w + x];
+            }
+        }
+    }
+    let mut signal = Tensor::from_vec(start, (n, c, h, w), net.device())?;
+    for i in (0..=layer).rev() {
+        let conv = &net.convs[i];
+        let input_side = if i == 0 {
+            trace.input.dim(3)?
+        } else {
+            trace.convs[i - 1].output().dim(3)?
+        };
+        signal = conv_transpose(&signal.relu()?, &conv.weight, conv.spec.stride, conv.spec.padding, input_side)?;
+        if i > 0 {
+            if let Some(pooled) = &trace.convs[i - 1].pooled {
+                signal = max_unpool(&signal, &pooled.switches, pooled.input_hw)?;
+            }
+        }
+    }
+    Ok(signal)
+}
+
+/// The transposed convolution of `x` (`[n, c_out, h, w]`) with conv weights `weight`
+/// (`[c_out, c_in, k, k]`), the adjoint of `conv2d(·, weight, stride, padding)`, for an input side
+/// of `out_side`: `[n, c_in, out_side, out_side]`.
+///
+/// Written as a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
+/// col2im scatter-add, which is several times faster than candle's direct-loop conv_transpose2d.
+pub fn conv_transpose(x: &Tensor, weight: &Tensor, stride: usize, padding: usize, out_side: usize) -> Result<Tensor> {
+    let (n, c_out, h, w) = x.dims4()?;
+    let (wc_out, c_in, k, k2) = weight.dims4()?;
+    if wc_out != c_out || k != k2 {
+        return Err(Error::Shape(format!("conv_transpose: x {:?} vs weight {:?}", x.dims(), weight.dims())));
+    }
+    let wt = weight.reshape((c_out, c_in * k * k))?.t()?.contiguous()?; // [c_in·k·k, c_out]
+    let cols = wt
+        .broadcast_left(n)?
+        .matmul(&x.reshape((n, c_out, h * w))?.contiguous()?)?; // [n, c_in·k·k, h·w]
+    let cols = cols.to_dtype(DType::F32)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let side = out_side;
+    let mut out = vec![0f32; n * c_in * side * side];
+    // col2im: tap (ci, ky, kx) of output cell (oy, ox) lands on input pixel
+    // (oy·stride + ky − padding, ox·stride + kx − padding).
+    out.par_chunks_mut(side * side)
+        .enumerate()
+        .for_each(|(plane_index, dst)| {
+            let (img, ci) = (plane_index / c_in, plane_index % c_in);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = (ci * k + ky) * k + kx;
+                    let src = &cols[(img * c_in * k * k + row) * h * w..][..h * w];
+                    for oy in 0..h {
+                        let iy = (oy * stride + ky) as isize - padding as isize;
+                        if iy < 0 || iy >= side as isize {
+                            continue;
+                        }
+                        let dst_row = &mut dst[iy as usize * side..][..side];
+                        let src_row = &src[oy * w..][..w];
+                        for (ox, &v) in src_row.iter().enumerate() {
+                            let ix = (ox * stride + kx) as isize - padding as isize;
+                            if ix >= 0 && (ix as usize) < side {
+                                dst_row[ix as usize] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(Tensor::from_vec(out, (n, c_in, side, side), x.device())?)
+}
