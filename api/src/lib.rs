@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -16,6 +17,7 @@ pub struct Health {
 
 /// `GET /api/model`: what the loaded network looks like.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     /// `"zfnet"` or `"alexnet"`.
     pub architecture: String,
@@ -34,6 +36,7 @@ pub struct ModelInfo {
 
 /// One layer of the network as the API names it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayerInfo {
     /// `conv1`…`conv5`, `fc6`…`fc8`.
     pub name: String,
@@ -52,6 +55,7 @@ pub struct LayerInfo {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LayerKind {
     Conv,
@@ -60,6 +64,7 @@ pub enum LayerKind {
 
 /// A class the model predicts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassInfo {
     pub index: usize,
     /// WordNet id, e.g. `n01440764`; folder names of ImageNet-style data sets.
@@ -69,6 +74,7 @@ pub struct ClassInfo {
 
 /// One entry of a top-k prediction.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prediction {
     pub index: usize,
     pub wnid: String,
@@ -78,6 +84,7 @@ pub struct Prediction {
 
 /// `POST /api/predict`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictResponse {
     pub predictions: Vec<Prediction>,
     /// Whether the model that answered is trained (see [`ModelInfo::trained`]).
@@ -89,9 +96,99 @@ pub struct PredictResponse {
 
 /// Every error the API returns: a 4xx/5xx status with this JSON body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// Human-readable, names the problem (e.g. "image is 30000×30000 pixels; the limit is …").
     pub error: String,
     /// Stable machine-readable code, e.g. `not_an_image`, `image_too_large`.
     pub code: String,
+}
+
+/// `POST /api/images` and `GET /api/images/{id}`: an uploaded image kept for visualisation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageResponse {
+    /// Content hash of the upload; refer to the image by it.
+    pub id: String,
+    pub predictions: Vec<Prediction>,
+    pub trained: bool,
+    pub width: u32,
+    pub height: u32,
+    /// URL of the 224×224 network input (resized, centre-cropped).
+    pub input_url: String,
+}
+
+/// A box in input pixels (224×224 crop), half-open: `x0 ≤ x < x1`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PixelBox {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+/// A unit's position in its feature map.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitPosition {
+    pub x: u32,
+    pub y: u32,
+}
+
+/// Projection mode: only the chosen unit, or the whole feature map.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionMode {
+    #[default]
+    Unit,
+    Map,
+}
+
+impl ProjectionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionMode::Unit => "unit",
+            ProjectionMode::Map => "map",
+        }
+    }
+}
+
+/// `GET /visualize/{layer}/{map}?image=ID`: one feature map of one image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VisualizeResponse {
+    /// `conv1`…`conv5`.
+    pub layer: String,
+    pub map: usize,
+    /// Number of maps in this layer.
+    pub maps: usize,
+    pub image: String,
+    pub mode: ProjectionMode,
+    /// The strongest activation of the map, and where it is.
+    pub max: f32,
+    pub position: UnitPosition,
+    /// The unit the projection starts from (`position` unless x/y were given).
+    pub unit: UnitPosition,
+    /// The unit's value.
+    pub value: f32,
+    /// Feature-map size `[height, width]`.
+    pub map_shape: [usize; 2],
+    /// Input pixels under the unit's receptive field.
+    pub receptive_field: PixelBox,
+    pub activation_url: String,
+    pub projection_url: String,
+    pub patch_url: String,
+}
+
+/// `GET /api/images/{id}/layers/{layer}`: every map's strongest activation, for the map grid.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LayerActivations {
+    pub layer: String,
+    pub image: String,
+    /// `max[m]` = strongest activation of map `m`.
+    pub max: Vec<f32>,
+    pub map_shape: [usize; 2],
 }

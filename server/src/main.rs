@@ -1,9 +1,12 @@
 //! `zfvis`: the server and the command line around the ZFNet model.
 
 mod error;
+mod images;
+mod openapi;
 mod routes;
 mod state;
 mod upload;
+mod visualize;
 
 use anyhow::Context;
 use axum::Router;
@@ -132,6 +135,12 @@ async fn serve(
 }
 
 fn app(state: Arc<state::AppState>, ui_dir: &Path) -> Router {
+    let visualize = Router::new()
+        .route(
+            "/visualize/{layer}/{map}",
+            axum::routing::get(visualize::visualize),
+        )
+        .with_state(state.clone());
     let api = routes::api_router(state);
     let index = ui_dir.join("index.html");
     let ui = if index.exists() {
@@ -149,6 +158,7 @@ fn app(state: Arc<state::AppState>, ui_dir: &Path) -> Router {
     };
     Router::new()
         .nest("/api", api)
+        .merge(visualize)
         .merge(ui)
         .layer(TraceLayer::new_for_http())
 }

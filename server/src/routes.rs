@@ -3,6 +3,7 @@
 use crate::error::AppError;
 use crate::state::{prepare_input, AppState};
 use crate::upload::ImageUpload;
+use crate::visualize;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -16,6 +17,26 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/model", get(model_info))
         .route("/predict", post(predict))
+        .route("/images", post(visualize::upload_image))
+        .route("/images/{id}", get(visualize::get_image))
+        .route("/images/{id}/input", get(visualize::input_png))
+        .route(
+            "/images/{id}/layers/{layer}",
+            get(visualize::layer_activations),
+        )
+        .route(
+            "/images/{id}/activation/{layer}/{map}",
+            get(visualize::activation_png),
+        )
+        .route(
+            "/images/{id}/projection/{layer}/{map}",
+            get(visualize::projection_png),
+        )
+        .route(
+            "/images/{id}/patch/{layer}/{map}",
+            get(visualize::patch_png),
+        )
+        .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         // uploads enforce their own bound (crate::upload); everything else reads no body
         .layer(DefaultBodyLimit::disable())
@@ -30,7 +51,12 @@ async fn api_not_found(uri: axum::http::Uri) -> AppError {
     )
 }
 
-async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::spec())
+}
+
+#[utoipa::path(get, path = "/api/health", tag = "model", responses((status = 200, body = Health)))]
+pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -38,19 +64,25 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
     })
 }
 
-async fn model_info(State(state): State<Arc<AppState>>) -> Json<ModelInfo> {
+#[utoipa::path(get, path = "/api/model", tag = "model", responses((status = 200, body = ModelInfo)))]
+pub(crate) async fn model_info(State(state): State<Arc<AppState>>) -> Json<ModelInfo> {
     Json(state.info.clone())
 }
 
-async fn predict(
+/// Top-5 predictions for an upload, without keeping it.
+#[utoipa::path(post, path = "/api/predict", tag = "model",
+    request_body(content_type = "multipart/form-data", description = "file field `image` (JPEG, PNG, WebP)"),
+    responses((status = 200, body = PredictResponse), (status = 413, body = zfvis_api::ApiError), (status = 422, body = zfvis_api::ApiError)))]
+pub(crate) async fn predict(
     State(state): State<Arc<AppState>>,
     ImageUpload(bytes): ImageUpload,
 ) -> Result<Json<PredictResponse>, AppError> {
     let trained = state.info.trained;
     let response = state
         .run_blocking(move |model| {
-            let (input, (width, height)) = prepare_input(model, &bytes)?;
-            let logits = model.net.forward(&input)?;
+            let input = prepare_input(model, &bytes)?;
+            let (width, height) = input.original;
+            let logits = model.net.forward(&input.tensor)?;
             let predictions = top_k(model, &logits, 5)?;
             Ok(PredictResponse {
                 predictions,

@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_concurrent_jobs: usize,
     /// How long a request waits for a slot before it gets 503.
     pub queue_timeout: std::time::Duration,
+    /// Uploaded images whose forward trace is kept (least recently used first out).
+    pub cached_images: usize,
 }
 
 impl Default for Limits {
@@ -25,12 +27,14 @@ impl Default for Limits {
             max_body_bytes: 20 * 1024 * 1024,
             max_concurrent_jobs: 2,
             queue_timeout: std::time::Duration::from_secs(30),
+            cached_images: 16,
         }
     }
 }
 
 pub struct AppState {
     pub model: Arc<LoadedModel>,
+    pub images: crate::images::ImageStore,
     pub info: ModelInfo,
     pub limits: Limits,
     jobs: Arc<Semaphore>,
@@ -40,6 +44,7 @@ impl AppState {
     pub fn new(model: LoadedModel, limits: Limits) -> Self {
         let info = model_info(&model);
         AppState {
+            images: crate::images::ImageStore::new(limits.cached_images),
             model: Arc::new(model),
             info,
             jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
@@ -128,15 +133,28 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
     }
 }
 
-/// The normalised `[1, 3, 224, 224]` input of an uploaded image, plus its original size.
-pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<(Tensor, (u32, u32)), AppError> {
+/// An upload made ready for the network.
+pub struct PreparedInput {
+    /// Normalised `[1, 3, 224, 224]`.
+    pub tensor: Tensor,
+    /// The 224×224 crop the network sees, for patches and display.
+    pub crop: image::RgbImage,
+    /// Size of the upload as decoded.
+    pub original: (u32, u32),
+}
+
+pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<PreparedInput, AppError> {
     let image = zfnet::preprocess::decode(bytes)?;
-    let dims = image.dimensions();
+    let original = image.dimensions();
     let p = &model.manifest.preprocess;
     let crop = zfnet::preprocess::resize_and_crop(&image, p);
     let data = zfnet::preprocess::normalise(&crop, p);
     let side = p.crop as usize;
     let tensor = Tensor::from_vec(data, (1, 3, side, side), model.net.device())
         .map_err(|e| AppError::internal(e.to_string()))?;
-    Ok((tensor, dims))
+    Ok(PreparedInput {
+        tensor,
+        crop,
+        original,
+    })
 }

@@ -40,16 +40,29 @@ pub enum Selection {
 pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, usize, f32)>> {
     let (n, c, h, w) = activation.dims4()?;
     if map >= c {
-        return Err(Error::Invalid(format!("feature map {map} out of range (layer has {c})")));
+        return Err(Error::Invalid(format!(
+            "feature map {map} out of range (layer has {c})"
+        )));
     }
-    let maps = activation.narrow(1, map, 1)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let maps = activation
+        .narrow(1, map, 1)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
     Ok((0..n)
         .map(|i| {
             let plane = &maps[i * h * w..(i + 1) * h * w];
-            let (best, v) = plane
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| if v > bv { (j, v) } else { (bi, bv) });
+            let (best, v) =
+                plane
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
+                        if v > bv {
+                            (j, v)
+                        } else {
+                            (bi, bv)
+                        }
+                    });
             (best / w, best % w, v)
         })
         .collect())
@@ -57,24 +70,46 @@ pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, us
 
 /// Projects map `map` of conv layer `layer` (0-based) of every image in `trace` to pixel space:
 /// `[n, 3, 224, 224]`.
-pub fn project(net: &ZfNet, trace: &Trace, layer: usize, map: usize, selection: &Selection) -> Result<Tensor> {
+pub fn project(
+    net: &ZfNet,
+    trace: &Trace,
+    layer: usize,
+    map: usize,
+    selection: &Selection,
+) -> Result<Tensor> {
     if layer >= net.convs.len() {
-        return Err(Error::Invalid(format!("conv layer {} out of range 1..=5", layer + 1)));
+        return Err(Error::Invalid(format!(
+            "conv layer {} out of range 1..=5",
+            layer + 1
+        )));
     }
     let activation = &trace.convs[layer].activation;
     let (n, c, h, w) = activation.dims4()?;
     if map >= c {
-        return Err(Error::Invalid(format!("feature map {map} out of range (conv{} has {c})", layer + 1)));
+        return Err(Error::Invalid(format!(
+            "feature map {map} out of range (conv{} has {c})",
+            layer + 1
+        )));
     }
-    let values = activation.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let values = activation
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
     let plane = h * w;
     let mut start = vec![0f32; n * c * plane];
     let units: Option<Vec<(usize, usize)>> = match selection {
         Selection::WholeMap => None,
-        Selection::StrongestUnit => Some(strongest_units(activation, map)?.into_iter().map(|(y, x, _)| (y, x)).collect()),
+        Selection::StrongestUnit => Some(
+            strongest_units(activation, map)?
+                .into_iter()
+                .map(|(y, x, _)| (y, x))
+                .collect(),
+        ),
         Selection::Units(u) => {
             if u.len() != n || u.iter().any(|&(y, x)| y >= h || x >= w) {
-                return Err(Error::Invalid(format!("units {u:?} do not fit {n} images of {h}×{w}")));
+                return Err(Error::Invalid(format!(
+                    "units {u:?} do not fit {n} images of {h}×{w}"
+                )));
             }
             Some(u.clone())
         }
@@ -97,7 +132,13 @@ pub fn project(net: &ZfNet, trace: &Trace, layer: usize, map: usize, selection: 
         } else {
             trace.convs[i - 1].output().dim(3)?
         };
-        signal = conv_transpose(&signal.relu()?, &conv.weight, conv.spec.stride, conv.spec.padding, input_side)?;
+        signal = conv_transpose(
+            &signal.relu()?,
+            &conv.weight,
+            conv.spec.stride,
+            conv.spec.padding,
+            input_side,
+        )?;
         if i > 0 {
             if let Some(pooled) = &trace.convs[i - 1].pooled {
                 signal = max_unpool(&signal, &pooled.switches, pooled.input_hw)?;
@@ -113,17 +154,31 @@ pub fn project(net: &ZfNet, trace: &Trace, layer: usize, map: usize, selection: 
 ///
 /// Written as a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
 /// col2im scatter-add, which is several times faster than candle's direct-loop conv_transpose2d.
-pub fn conv_transpose(x: &Tensor, weight: &Tensor, stride: usize, padding: usize, out_side: usize) -> Result<Tensor> {
+pub fn conv_transpose(
+    x: &Tensor,
+    weight: &Tensor,
+    stride: usize,
+    padding: usize,
+    out_side: usize,
+) -> Result<Tensor> {
     let (n, c_out, h, w) = x.dims4()?;
     let (wc_out, c_in, k, k2) = weight.dims4()?;
     if wc_out != c_out || k != k2 {
-        return Err(Error::Shape(format!("conv_transpose: x {:?} vs weight {:?}", x.dims(), weight.dims())));
+        return Err(Error::Shape(format!(
+            "conv_transpose: x {:?} vs weight {:?}",
+            x.dims(),
+            weight.dims()
+        )));
     }
     let wt = weight.reshape((c_out, c_in * k * k))?.t()?.contiguous()?; // [c_in·k·k, c_out]
     let cols = wt
         .broadcast_left(n)?
         .matmul(&x.reshape((n, c_out, h * w))?.contiguous()?)?; // [n, c_in·k·k, h·w]
-    let cols = cols.to_dtype(DType::F32)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let cols = cols
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
     let side = out_side;
     let mut out = vec![0f32; n * c_in * side * side];
     // col2im: tap (ci, ky, kx) of output cell (oy, ox) lands on input pixel

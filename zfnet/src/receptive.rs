@@ -32,7 +32,11 @@ pub struct PixelBox {
 /// Receptive field of the rectified output of conv layer `layer` (0-based).
 pub fn receptive_field(arch: Architecture, layer: usize) -> ReceptiveField {
     let pool = Pool2d::OVERLAPPING_CEIL;
-    let mut rf = ReceptiveField { size: 1, jump: 1, offset: 0 };
+    let mut rf = ReceptiveField {
+        size: 1,
+        jump: 1,
+        offset: 0,
+    };
     for (i, spec) in arch.conv_specs().iter().enumerate().take(layer + 1) {
         rf = ReceptiveField {
             size: rf.size + (spec.kernel as i64 - 1) * rf.jump,
@@ -71,11 +75,35 @@ mod tests {
 
     #[test]
     fn zfnet_receptive_fields() {
-        let sizes: Vec<_> = (0..5).map(|l| receptive_field(Architecture::Zfnet, l)).collect();
-        assert_eq!(sizes.iter().map(|r| r.size).collect::<Vec<_>>(), [7, 27, 75, 107, 139]);
-        assert_eq!(sizes.iter().map(|r| r.jump).collect::<Vec<_>>(), [2, 8, 16, 16, 16]);
-        assert_eq!(sizes[0].unit_box(0, 0), PixelBox { x0: 0, y0: 0, x1: 6, y1: 6 });
-        assert_eq!(sizes[0].unit_box(10, 20), PixelBox { x0: 39, y0: 19, x1: 46, y1: 26 });
+        let sizes: Vec<_> = (0..5)
+            .map(|l| receptive_field(Architecture::Zfnet, l))
+            .collect();
+        assert_eq!(
+            sizes.iter().map(|r| r.size).collect::<Vec<_>>(),
+            [7, 27, 75, 107, 139]
+        );
+        assert_eq!(
+            sizes.iter().map(|r| r.jump).collect::<Vec<_>>(),
+            [2, 8, 16, 16, 16]
+        );
+        assert_eq!(
+            sizes[0].unit_box(0, 0),
+            PixelBox {
+                x0: 0,
+                y0: 0,
+                x1: 6,
+                y1: 6
+            }
+        );
+        assert_eq!(
+            sizes[0].unit_box(10, 20),
+            PixelBox {
+                x0: 39,
+                y0: 19,
+                x1: 46,
+                y1: 26
+            }
+        );
         assert_eq!(sizes[4].unit_box(12, 12).x1, 224);
     }
 }

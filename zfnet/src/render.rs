@@ -20,7 +20,11 @@ pub fn projection_image(data: &[f32], side: usize) -> RgbImage {
     let plane = side * side;
     ImageBuffer::from_fn(side as u32, side as u32, |x, y| {
         let i = y as usize * side + x as usize;
-        Rgb(std::array::from_fn(|c| (128.0 + data[c * plane + i] * scale).round().clamp(0.0, 255.0) as u8))
+        Rgb(std::array::from_fn(|c| {
+            (128.0 + data[c * plane + i] * scale)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
     })
 }
 
@@ -38,7 +42,14 @@ pub fn heatmap_image(plane: &[f32], h: usize, w: usize, max: Option<f32>) -> Rgb
 
 /// The part of `image` inside `b`.
 pub fn crop(image: &RgbImage, b: PixelBox) -> RgbImage {
-    image::imageops::crop_imm(image, b.x0, b.y0, (b.x1 - b.x0).max(1), (b.y1 - b.y0).max(1)).to_image()
+    image::imageops::crop_imm(
+        image,
+        b.x0,
+        b.y0,
+        (b.x1 - b.x0).max(1),
+        (b.y1 - b.y0).max(1),
+    )
+    .to_image()
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ fn fixture() -> (LoadedModel, Tensor) {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let model = LoadedModel::load(&dir.join("zfnet-narrow.safetensors"), &Device::Cpu).unwrap();
     let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("zfnet-narrow.expected.safetensors"), &Device::Cpu).unwrap();
+        candle_core::safetensors::load(dir.join("zfnet-narrow.expected.safetensors"), &Device::Cpu)
+            .unwrap();
     let input = expected["input"].narrow(0, 1, 1).unwrap(); // the smooth pattern image
     (model, input)
 }
@@ -25,7 +26,12 @@ struct Plane {
 
 fn to_plane(t: &Tensor) -> Plane {
     let (_, c, h, w) = t.dims4().unwrap();
-    Plane { c, h, w, data: t.flatten_all().unwrap().to_vec1().unwrap() }
+    Plane {
+        c,
+        h,
+        w,
+        data: t.flatten_all().unwrap().to_vec1().unwrap(),
+    }
 }
 
 /// d(conv2d(x, W))/dx applied to `g`: for every output cell and tap, push g·W back to the input.
@@ -46,7 +52,11 @@ fn conv_input_grad(g: &Plane, weight: &Tensor, stride: usize, pad: usize, in_sid
                         for kx in 0..k {
                             let iy = (oy * stride + ky) as isize - pad as isize;
                             let ix = (ox * stride + kx) as isize - pad as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < in_side && (ix as usize) < in_side {
+                            if iy >= 0
+                                && ix >= 0
+                                && (iy as usize) < in_side
+                                && (ix as usize) < in_side
+                            {
                                 out[(i * in_side + iy as usize) * in_side + ix as usize] +=
                                     gv * wv[((o * ci + i) * k + ky) * k + kx];
                             }
@@ -56,7 +66,12 @@ fn conv_input_grad(g: &Plane, weight: &Tensor, stride: usize, pad: usize, in_sid
             }
         }
     }
-    Plane { c: ci, h: in_side, w: in_side, data: out }
+    Plane {
+        c: ci,
+        h: in_side,
+        w: in_side,
+        data: out,
+    }
 }
 
 /// d(maxpool 3/2 ceil (x))/dx applied to `g`, finding each window's argmax in `x` afresh.
@@ -68,7 +83,9 @@ fn pool_input_grad(g: &Plane, x: &Plane) -> Plane {
                 let mut best = (oy * 2, ox * 2);
                 for y in oy * 2..(oy * 2 + 3).min(x.h) {
                     for xx in ox * 2..(ox * 2 + 3).min(x.w) {
-                        if x.data[(c * x.h + y) * x.w + xx] > x.data[(c * x.h + best.0) * x.w + best.1] {
+                        if x.data[(c * x.h + y) * x.w + xx]
+                            > x.data[(c * x.h + best.0) * x.w + best.1]
+                        {
                             best = (y, xx);
                         }
                     }
@@ -77,7 +94,12 @@ fn pool_input_grad(g: &Plane, x: &Plane) -> Plane {
             }
         }
     }
-    Plane { c: x.c, h: x.h, w: x.w, data: out }
+    Plane {
+        c: x.c,
+        h: x.h,
+        w: x.w,
+        data: out,
+    }
 }
 
 fn relu(mut p: Plane) -> Plane {
@@ -85,25 +107,46 @@ fn relu(mut p: Plane) -> Plane {
     p
 }
 
-fn reference(model: &LoadedModel, input: &Tensor, layer: usize, map: usize, whole_map: bool) -> Vec<f32> {
+fn reference(
+    model: &LoadedModel,
+    input: &Tensor,
+    layer: usize,
+    map: usize,
+    whole_map: bool,
+) -> Vec<f32> {
     let trace = model.net.forward_trace(input).unwrap();
     let act = to_plane(&trace.convs[layer].activation);
-    let mut g = Plane { c: act.c, h: act.h, w: act.w, data: vec![0.0; act.data.len()] };
+    let mut g = Plane {
+        c: act.c,
+        h: act.h,
+        w: act.w,
+        data: vec![0.0; act.data.len()],
+    };
     let plane = act.h * act.w;
     let range = map * plane..(map + 1) * plane;
     if whole_map {
         g.data[range.clone()].copy_from_slice(&act.data[range]);
     } else {
-        let (i, _) = act.data[range.clone()]
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let (i, _) = act.data[range.clone()].iter().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        );
         g.data[range.start + i] = act.data[range.start + i];
     }
     for l in (0..=layer).rev() {
         let conv = &model.net.convs[l];
-        let in_side = if l == 0 { 224 } else { trace.convs[l - 1].output().dim(3).unwrap() };
-        g = conv_input_grad(&relu(g), &conv.weight, conv.spec.stride, conv.spec.padding, in_side);
+        let in_side = if l == 0 {
+            224
+        } else {
+            trace.convs[l - 1].output().dim(3).unwrap()
+        };
+        g = conv_input_grad(
+            &relu(g),
+            &conv.weight,
+            conv.spec.stride,
+            conv.spec.padding,
+            in_side,
+        );
         if l > 0 {
             let below = &trace.convs[l - 1];
             if below.pooled.is_some() {
@@ -119,7 +162,10 @@ fn reference(model: &LoadedModel, input: &Tensor, layer: usize, map: usize, whol
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0, "reference projection is all zero");
-    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
 }
 
 #[test]
@@ -129,14 +175,25 @@ fn projections_match_rectified_backprop_for_every_layer_and_mode() {
     for layer in 0..5 {
         let map = strongest_map(&trace, layer);
         for whole_map in [false, true] {
-            let selection = if whole_map { Selection::WholeMap } else { Selection::StrongestUnit };
+            let selection = if whole_map {
+                Selection::WholeMap
+            } else {
+                Selection::StrongestUnit
+            };
             let got = project(&model.net, &trace, layer, map, &selection).unwrap();
             assert_eq!(got.dims(), [1, 3, 224, 224]);
             let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
             let want = reference(&model, &input, layer, map, whole_map);
             let err = rel_err(&got, &want);
-            eprintln!("conv{} map {map} whole_map={whole_map}: rel err {err:.2e}", layer + 1);
-            assert!(err <= 1e-4, "conv{} map {map} whole_map={whole_map}: {err:.3e}", layer + 1);
+            eprintln!(
+                "conv{} map {map} whole_map={whole_map}: rel err {err:.2e}",
+                layer + 1
+            );
+            assert!(
+                err <= 1e-4,
+                "conv{} map {map} whole_map={whole_map}: {err:.3e}",
+                layer + 1
+            );
         }
     }
 }
@@ -159,7 +216,14 @@ fn explicit_unit_and_bad_selections() {
     let (y, x, _) = strongest_units(&trace.convs[2].activation, 3).unwrap()[0];
     let a = project(&model.net, &trace, 2, 3, &Selection::StrongestUnit).unwrap();
     let b = project(&model.net, &trace, 2, 3, &Selection::Units(vec![(y, x)])).unwrap();
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(diff, 0.0);
     assert!(project(&model.net, &trace, 2, 999, &Selection::WholeMap).is_err());
     assert!(project(&model.net, &trace, 5, 0, &Selection::WholeMap).is_err());
@@ -172,6 +236,13 @@ fn gemm_conv_transpose_equals_candles() {
     let x = Tensor::randn(0f32, 1.0, (2, 8, 26, 26), &Device::Cpu).unwrap();
     let ours = zfnet::deconv::conv_transpose(&x, &w, 2, 0, 55).unwrap();
     let theirs = x.conv_transpose2d(&w, 0, 0, 2, 1).unwrap();
-    let err = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let err = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(err < 1e-4, "{err}");
 }

@@ -1,0 +1,30 @@
+//! The OpenAPI document served at `/api/openapi.json`.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "zfvis",
+        description = "See inside ZFNet: predictions, feature maps, deconvnet projections."
+    ),
+    paths(
+        crate::routes::health,
+        crate::routes::model_info,
+        crate::routes::predict,
+        crate::visualize::upload_image,
+        crate::visualize::get_image,
+        crate::visualize::input_png,
+        crate::visualize::layer_activations,
+        crate::visualize::visualize,
+        crate::visualize::activation_png,
+        crate::visualize::patch_png,
+        crate::visualize::projection_png,
+    ),
+    components(schemas(zfvis_api::ApiError))
+)]
+struct ApiDoc;
+
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

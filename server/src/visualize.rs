@@ -1,0 +1,424 @@
+//! Uploaded images and the per-map views: `/api/images…` and `/visualize/{layer}/{map}`.
+
+use crate::error::AppError;
+use crate::images::{content_id, StoredImage};
+use crate::routes::top_k;
+use crate::state::{prepare_input, AppState};
+use crate::upload::ImageUpload;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+use zfnet::deconv::{project, strongest_units, Selection};
+use zfnet::model::CONV_NAMES;
+use zfnet::receptive::receptive_field;
+use zfvis_api::{
+    ImageResponse, LayerActivations, PixelBox, ProjectionMode, UnitPosition, VisualizeResponse,
+};
+
+/// `conv1`…`conv5` or `1`…`5` → 0-based index.
+pub fn parse_layer(name: &str) -> Result<usize, AppError> {
+    let index = CONV_NAMES.iter().position(|n| *n == name).or_else(|| {
+        name.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=5).contains(n))
+            .map(|n| n - 1)
+    });
+    index.ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_layer",
+            format!("unknown layer '{name}': use conv1…conv5 (or 1…5)"),
+        )
+    })
+}
+
+fn stored(state: &AppState, id: &str) -> Result<Arc<StoredImage>, AppError> {
+    state.images.get(id).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "image_not_found",
+            format!("no image with id '{id}' (unknown, or expired from the cache): upload it again with POST /api/images"),
+        )
+    })
+}
+
+fn check_map(
+    image: &StoredImage,
+    layer: usize,
+    map: usize,
+) -> Result<(usize, usize, usize), AppError> {
+    let (_, c, h, w) = image.trace.convs[layer]
+        .activation
+        .dims4()
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    if map >= c {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "map_out_of_range",
+            format!(
+                "{} has {c} feature maps (0…{}); there is no map {map}",
+                CONV_NAMES[layer],
+                c - 1
+            ),
+        ));
+    }
+    Ok((c, h, w))
+}
+
+fn png_response(bytes: Arc<Vec<u8>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+        ],
+        bytes.as_ref().clone(),
+    )
+        .into_response()
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| AppError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_query", e.body_text()))
+}
+
+/// Uploads an image, runs the traced forward pass and keeps the trace.
+#[utoipa::path(post, path = "/api/images", tag = "images",
+    request_body(content_type = "multipart/form-data", description = "file field `image` (JPEG, PNG, WebP)"),
+    responses((status = 200, body = ImageResponse), (status = 413, body = zfvis_api::ApiError), (status = 422, body = zfvis_api::ApiError)))]
+pub async fn upload_image(
+    State(state): State<Arc<AppState>>,
+    ImageUpload(bytes): ImageUpload,
+) -> Result<Json<ImageResponse>, AppError> {
+    let id = content_id(&bytes);
+    if let Some(image) = state.images.get(&id) {
+        return Ok(Json(image.response.clone()));
+    }
+    let trained = state.info.trained;
+    let image = state
+        .run_blocking(move |model| {
+            let input = prepare_input(model, &bytes)?;
+            let trace = model.net.forward_trace(&input.tensor)?;
+            let predictions = top_k(model, &trace.logits, 5)?;
+            let response = ImageResponse {
+                input_url: format!("/api/images/{id}/input"),
+                id,
+                predictions,
+                trained,
+                width: input.original.0,
+                height: input.original.1,
+            };
+            Ok(StoredImage {
+                trace,
+                crop: input.crop,
+                response,
+            })
+        })
+        .await?;
+    let response = image.response.clone();
+    state.images.insert(response.id.clone(), Arc::new(image));
+    Ok(Json(response))
+}
+
+#[utoipa::path(get, path = "/api/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "image id from POST /api/images")),
+    responses((status = 200, body = ImageResponse), (status = 404, body = zfvis_api::ApiError)))]
+pub async fn get_image(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ImageResponse>, AppError> {
+    Ok(Json(stored(&state, &id)?.response.clone()))
+}
+
+/// The 224×224 crop the network sees.
+#[utoipa::path(get, path = "/api/images/{id}/input", tag = "images",
+    params(("id" = String, Path)), responses((status = 200, content_type = "image/png", description = "PNG")))]
+pub async fn input_png(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let image = stored(&state, &id)?;
+    Ok(png_response(Arc::new(zfnet::render::png(&image.crop))))
+}
+
+/// Every map's strongest activation in one layer.
+#[utoipa::path(get, path = "/api/images/{id}/layers/{layer}", tag = "images",
+    params(("id" = String, Path), ("layer" = String, Path, description = "conv1…conv5 or 1…5")),
+    responses((status = 200, body = LayerActivations), (status = 404, body = zfvis_api::ApiError)))]
+pub async fn layer_activations(
+    State(state): State<Arc<AppState>>,
+    Path((id, layer)): Path<(String, String)>,
+) -> Result<Json<LayerActivations>, AppError> {
+    let layer = parse_layer(&layer)?;
+    let image = stored(&state, &id)?;
+    let act = &image.trace.convs[layer].activation;
+    let max = act
+        .max_keepdim(3)
+        .and_then(|t| t.max_keepdim(2))
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    let (_, _, h, w) = act.dims4().map_err(|e| AppError::internal(e.to_string()))?;
+    Ok(Json(LayerActivations {
+        layer: CONV_NAMES[layer].into(),
+        image: id,
+        max,
+        map_shape: [h, w],
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct VisualizeQuery {
+    /// Image id from `POST /api/images`.
+    image: Option<String>,
+    /// `unit` (default: the strongest activation only) or `map` (the whole feature map).
+    mode: Option<ProjectionMode>,
+    /// Unit column to project from instead of the strongest (with `y`).
+    x: Option<u32>,
+    /// Unit row.
+    y: Option<u32>,
+}
+
+/// The unit a request is about: the given `(x, y)` or the map's strongest.
+struct UnitChoice {
+    max: f32,
+    strongest: (usize, usize),
+    unit: (usize, usize),
+    value: f32,
+}
+
+fn choose_unit(
+    image: &StoredImage,
+    layer: usize,
+    map: usize,
+    x: Option<u32>,
+    y: Option<u32>,
+) -> Result<UnitChoice, AppError> {
+    let (_, h, w) = check_map(image, layer, map)?;
+    let act = &image.trace.convs[layer].activation;
+    let (sy, sx, max) = strongest_units(act, map)?[0];
+    let unit = match (x, y) {
+        (None, None) => (sy, sx),
+        (Some(x), Some(y)) if (x as usize) < w && (y as usize) < h => (y as usize, x as usize),
+        (Some(_), Some(_)) => {
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "position_out_of_range",
+                format!(
+                    "x and y must be below {w} and {h} for {}",
+                    CONV_NAMES[layer]
+                ),
+            ))
+        }
+        _ => {
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_query",
+                "give both x and y, or neither",
+            ))
+        }
+    };
+    let value = act
+        .get(0)
+        .and_then(|t| t.get(map))
+        .and_then(|t| t.get(unit.0))
+        .and_then(|t| t.get(unit.1))
+        .and_then(|t| t.to_scalar::<f32>())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    Ok(UnitChoice {
+        max,
+        strongest: (sy, sx),
+        unit,
+        value,
+    })
+}
+
+fn unit_query(x: Option<u32>, y: Option<u32>) -> String {
+    match (x, y) {
+        (Some(x), Some(y)) => format!("&x={x}&y={y}"),
+        _ => String::new(),
+    }
+}
+
+/// One feature map of one image: strongest activation, receptive field, and picture URLs.
+#[utoipa::path(get, path = "/visualize/{layer}/{map}", tag = "visualize",
+    params(("layer" = String, Path, description = "conv1…conv5 or 1…5"), ("map" = usize, Path), VisualizeQuery),
+    responses((status = 200, body = VisualizeResponse), (status = 404, body = zfvis_api::ApiError), (status = 422, body = zfvis_api::ApiError)))]
+pub async fn visualize(
+    State(state): State<Arc<AppState>>,
+    Path((layer_name, map)): Path<(String, usize)>,
+    q: Result<Query<VisualizeQuery>, QueryRejection>,
+) -> Result<Json<VisualizeResponse>, AppError> {
+    let q = query(q)?;
+    let layer = parse_layer(&layer_name)?;
+    let Some(id) = q.image else {
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_image",
+            "give ?image=ID (from POST /api/images); top-9 over the probe set needs the probe index, which this server has not built yet",
+        ));
+    };
+    let image = stored(&state, &id)?;
+    let (maps, h, w) = check_map(&image, layer, map)?;
+    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    let mode = q.mode.unwrap_or_default();
+    let rf = receptive_field(state.model.net.arch, layer).unit_box(choice.unit.0, choice.unit.1);
+    let name = CONV_NAMES[layer];
+    let unit = unit_query(q.x, q.y);
+    Ok(Json(VisualizeResponse {
+        layer: name.into(),
+        map,
+        maps,
+        image: id.clone(),
+        mode,
+        max: choice.max,
+        position: UnitPosition {
+            x: choice.strongest.1 as u32,
+            y: choice.strongest.0 as u32,
+        },
+        unit: UnitPosition {
+            x: choice.unit.1 as u32,
+            y: choice.unit.0 as u32,
+        },
+        value: choice.value,
+        map_shape: [h, w],
+        receptive_field: PixelBox {
+            x0: rf.x0,
+            y0: rf.y0,
+            x1: rf.x1,
+            y1: rf.y1,
+        },
+        activation_url: format!("/api/images/{id}/activation/{name}/{map}"),
+        projection_url: format!(
+            "/api/images/{id}/projection/{name}/{map}?mode={}{unit}",
+            mode.as_str()
+        ),
+        patch_url: format!(
+            "/api/images/{id}/patch/{name}/{map}?{}",
+            unit.trim_start_matches('&')
+        ),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PictureQuery {
+    mode: Option<ProjectionMode>,
+    x: Option<u32>,
+    y: Option<u32>,
+    /// Crop the projection to the unit's receptive field (default: yes in unit mode, no in map mode).
+    crop: Option<bool>,
+}
+
+/// The activation map as a viridis heatmap, one pixel per unit.
+#[utoipa::path(get, path = "/api/images/{id}/activation/{layer}/{map}", tag = "visualize",
+    params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path)),
+    responses((status = 200, content_type = "image/png", description = "PNG")))]
+pub async fn activation_png(
+    State(state): State<Arc<AppState>>,
+    Path((id, layer, map)): Path<(String, String, usize)>,
+) -> Result<Response, AppError> {
+    let layer = parse_layer(&layer)?;
+    let image = stored(&state, &id)?;
+    let (_, h, w) = check_map(&image, layer, map)?;
+    let plane = image.trace.convs[layer]
+        .activation
+        .get(0)
+        .and_then(|t| t.get(map))
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    let img = zfnet::render::heatmap_image(&plane, h, w, None);
+    Ok(png_response(Arc::new(zfnet::render::png(&img))))
+}
+
+/// The input patch under the unit's receptive field.
+#[utoipa::path(get, path = "/api/images/{id}/patch/{layer}/{map}", tag = "visualize",
+    params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path), PictureQuery),
+    responses((status = 200, content_type = "image/png", description = "PNG")))]
+pub async fn patch_png(
+    State(state): State<Arc<AppState>>,
+    Path((id, layer, map)): Path<(String, String, usize)>,
+    q: Result<Query<PictureQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let q = query(q)?;
+    let layer = parse_layer(&layer)?;
+    let image = stored(&state, &id)?;
+    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    let b = receptive_field(state.model.net.arch, layer).unit_box(choice.unit.0, choice.unit.1);
+    let patch = zfnet::render::crop(&image.crop, b);
+    Ok(png_response(Arc::new(zfnet::render::png(&patch))))
+}
+
+/// The deconvnet projection of the map (or its chosen unit) to pixel space.
+#[utoipa::path(get, path = "/api/images/{id}/projection/{layer}/{map}", tag = "visualize",
+    params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path), PictureQuery),
+    responses((status = 200, content_type = "image/png", description = "PNG")))]
+pub async fn projection_png(
+    State(state): State<Arc<AppState>>,
+    Path((id, layer, map)): Path<(String, String, usize)>,
+    q: Result<Query<PictureQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let q = query(q)?;
+    let layer = parse_layer(&layer)?;
+    let image = stored(&state, &id)?;
+    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    let mode = q.mode.unwrap_or_default();
+    let crop = q.crop.unwrap_or(mode == ProjectionMode::Unit);
+    let key = format!(
+        "{id}/{layer}/{map}/{}/{:?}/{crop}",
+        mode.as_str(),
+        choice.unit
+    );
+    if let Some(png) = state.images.png(&key) {
+        return Ok(png_response(png));
+    }
+    let arch = state.model.net.arch;
+    let png = state
+        .run_blocking(move |model| {
+            let selection = match mode {
+                ProjectionMode::Unit => Selection::Units(vec![choice.unit]),
+                ProjectionMode::Map => Selection::WholeMap,
+            };
+            let projection = project(&model.net, &image.trace, layer, map, &selection)?;
+            let side = projection
+                .dim(3)
+                .map_err(|e| AppError::internal(e.to_string()))?;
+            let data = projection
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| AppError::internal(e.to_string()))?;
+            let mut picture = zfnet::render::projection_image(&data, side);
+            if crop {
+                let b = receptive_field(arch, layer).unit_box(choice.unit.0, choice.unit.1);
+                // normalise over the crop, not the whole image
+                let cropped = crop_planes(&data, side, b);
+                picture = zfnet::render::projection_image(&cropped.0, cropped.1);
+                picture =
+                    image::imageops::crop_imm(&picture, 0, 0, b.x1 - b.x0, b.y1 - b.y0).to_image();
+            }
+            Ok(Arc::new(zfnet::render::png(&picture)))
+        })
+        .await?;
+    state.images.put_png(key, png.clone());
+    Ok(png_response(png))
+}
+
+/// The `[3, s, s]` sub-block of `data` (`[3, side, side]`) inside `b`, padded to a square of side
+/// `s = max(box width, box height)`.
+fn crop_planes(data: &[f32], side: usize, b: zfnet::receptive::PixelBox) -> (Vec<f32>, usize) {
+    let (bw, bh) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
+    let s = bw.max(bh).max(1);
+    let mut out = vec![0f32; 3 * s * s];
+    for c in 0..3 {
+        for y in 0..bh {
+            for x in 0..bw {
+                out[(c * s + y) * s + x] =
+                    data[(c * side + b.y0 as usize + y) * side + b.x0 as usize + x];
+            }
+        }
+    }
+    (out, s)
+}

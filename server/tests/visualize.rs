@@ -1,0 +1,247 @@
+//! The visualize API against a real server: every layer, both modes, the pictures equal what
+//! the library computes in-process, and bad requests get JSON errors.
+
+mod common;
+
+use common::{demo_image, fixture_weights, Server};
+use reqwest::multipart::{Form, Part};
+use reqwest::StatusCode;
+use zfvis_api::{ApiError, ImageResponse, LayerActivations, VisualizeResponse};
+
+async fn upload(client: &reqwest::Client, url: &str, name: &str) -> ImageResponse {
+    let form = Form::new().part(
+        "image",
+        Part::bytes(demo_image(name)).file_name(name.to_string()),
+    );
+    let resp = client
+        .post(format!("{url}/api/images"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+async fn get_png(client: &reqwest::Client, url: &str) -> image::RgbImage {
+    let resp = client.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{url}");
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    image::load_from_memory(&resp.bytes().await.unwrap())
+        .unwrap()
+        .to_rgb8()
+}
+
+#[tokio::test]
+async fn every_layer_projects_in_both_modes_and_matches_the_library() {
+    let server = Server::start(&fixture_weights(), &[]);
+    let client = reqwest::Client::new();
+    let image = upload(&client, &server.url, "horses.jpg").await;
+    assert_eq!(image.id.len(), 32);
+    let again = upload(&client, &server.url, "horses.jpg").await;
+    assert_eq!(again.id, image.id, "content-addressed");
+
+    // the same computation in this process
+    let model = zfnet::LoadedModel::load(&fixture_weights(), &candle_core::Device::Cpu).unwrap();
+    let img = zfnet::preprocess::decode(&demo_image("horses.jpg")).unwrap();
+    let crop = zfnet::preprocess::resize_and_crop(&img, &model.manifest.preprocess);
+    let x = candle_core::Tensor::from_vec(
+        zfnet::preprocess::normalise(&crop, &model.manifest.preprocess),
+        (1, 3, 224, 224),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let trace = model.net.forward_trace(&x).unwrap();
+
+    let sides = [110, 26, 13, 13, 13];
+    for layer in 1..=5usize {
+        let layer_name = if layer % 2 == 0 {
+            layer.to_string()
+        } else {
+            format!("conv{layer}")
+        };
+        let acts: LayerActivations = client
+            .get(format!(
+                "{}/api/images/{}/layers/{layer_name}",
+                server.url, image.id
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let map = (0..acts.max.len())
+            .max_by(|&a, &b| acts.max[a].total_cmp(&acts.max[b]))
+            .unwrap();
+        for mode in ["unit", "map"] {
+            let v: VisualizeResponse = client
+                .get(format!(
+                    "{}/visualize/{layer_name}/{map}?image={}&mode={mode}",
+                    server.url, image.id
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v.layer, format!("conv{layer}"));
+            assert_eq!(v.map_shape, [sides[layer - 1]; 2]);
+            assert_eq!(v.max, acts.max[map]);
+            assert_eq!(v.value, v.max);
+            let rf = v.receptive_field;
+            assert!(rf.x0 < rf.x1 && rf.y0 < rf.y1 && rf.x1 <= 224 && rf.y1 <= 224);
+
+            let heat = get_png(&client, &format!("{}{}", server.url, v.activation_url)).await;
+            assert_eq!(
+                heat.dimensions(),
+                (sides[layer - 1] as u32, sides[layer - 1] as u32)
+            );
+            let patch = get_png(&client, &format!("{}{}", server.url, v.patch_url)).await;
+            assert_eq!(patch.dimensions(), (rf.x1 - rf.x0, rf.y1 - rf.y0));
+            let proj = get_png(&client, &format!("{}{}", server.url, v.projection_url)).await;
+
+            let selection = if mode == "unit" {
+                zfnet::deconv::Selection::StrongestUnit
+            } else {
+                zfnet::deconv::Selection::WholeMap
+            };
+            let want =
+                zfnet::deconv::project(&model.net, &trace, layer - 1, map, &selection).unwrap();
+            let data: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(
+                data.iter().any(|v| *v != 0.0),
+                "conv{layer} {mode}: empty projection"
+            );
+            if mode == "map" {
+                let expected = zfnet::render::projection_image(&data, 224);
+                assert_eq!(proj.dimensions(), (224, 224));
+                assert!(
+                    proj == expected,
+                    "conv{layer} map projection differs from the library's"
+                );
+            } else {
+                assert_eq!(
+                    proj.dimensions(),
+                    patch.dimensions(),
+                    "unit projections are cropped to the RF"
+                );
+                // nothing outside the receptive field: the projection there must be exactly zero
+                let (x0, y0, x1, y1) = (
+                    rf.x0 as usize,
+                    rf.y0 as usize,
+                    rf.x1 as usize,
+                    rf.y1 as usize,
+                );
+                for c in 0..3 {
+                    for y in 0..224 {
+                        for x in 0..224 {
+                            if !(x0..x1).contains(&x) || !(y0..y1).contains(&y) {
+                                assert_eq!(
+                                    data[(c * 224 + y) * 224 + x],
+                                    0.0,
+                                    "signal outside RF at ({x},{y})"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn visualize_errors_are_json() {
+    let server = Server::start(&fixture_weights(), &[]);
+    let client = reqwest::Client::new();
+    let image = upload(&client, &server.url, "kite.jpg").await;
+    let cases = [
+        (
+            format!("/visualize/conv6/0?image={}", image.id),
+            404,
+            "unknown_layer",
+        ),
+        (
+            format!("/visualize/fc6/0?image={}", image.id),
+            404,
+            "unknown_layer",
+        ),
+        (
+            format!("/visualize/conv1/16?image={}", image.id),
+            404,
+            "map_out_of_range",
+        ),
+        (
+            "/visualize/conv1/0?image=0123456789abcdef0123456789abcdef".to_string(),
+            404,
+            "image_not_found",
+        ),
+        (
+            format!("/visualize/conv1/0?image={}&mode=all", image.id),
+            422,
+            "bad_query",
+        ),
+        (
+            format!("/visualize/conv2/0?image={}&x=26&y=0", image.id),
+            422,
+            "position_out_of_range",
+        ),
+        (
+            format!("/visualize/conv2/0?image={}&x=3", image.id),
+            422,
+            "bad_query",
+        ),
+        ("/visualize/conv2/0".to_string(), 422, "missing_image"),
+        (
+            format!("/api/images/{}/projection/conv3/48", image.id),
+            404,
+            "map_out_of_range",
+        ),
+    ];
+    for (path, status, code) in cases {
+        let resp = client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let err: ApiError = resp.json().await.unwrap();
+        assert_eq!(err.code, code, "{path}: {}", err.error);
+    }
+    // an explicit unit is honoured
+    let v: VisualizeResponse = client
+        .get(format!(
+            "{}/visualize/conv1/2?image={}&x=5&y=7",
+            server.url, image.id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((v.unit.x, v.unit.y), (5, 7));
+    assert_eq!(v.receptive_field.x0, 9);
+    assert_eq!(v.receptive_field.y0, 13);
+    // and the OpenAPI document lists the routes
+    let spec: serde_json::Value = client
+        .get(format!("{}/api/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/visualize/{layer}/{map}",
+        "/api/images",
+        "/api/images/{id}/projection/{layer}/{map}",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
+    }
+}
