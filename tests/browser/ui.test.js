@@ -96,3 +96,56 @@ test('an invalid upload shows a readable error, not a blank page', async () => {
   await page.screenshot({ path: path.join(ARTIFACTS, 'invalid-upload.png') });
   await page.close();
 });
+
+async function imageLoaded(page, selector) {
+  await page.waitForFunction(sel => {
+    const img = document.querySelector(sel);
+    return img && img.complete && img.naturalWidth > 0;
+  }, selector, { timeout: 30000 });
+}
+
+test('pick a layer and a map: heatmap, projection, patch and receptive field; permalink and back', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'giraffe.jpg'));
+  await page.locator('#map-grid .map').first().waitFor({ timeout: 30000 });
+  const model = await (await fetch(`${url}api/model`)).json();
+  assert.equal(await page.locator('#map-grid .map').count(), model.layers[0].output_shape[0], 'every conv1 map shown');
+
+  await page.locator('button.tab[data-layer="conv2"]').click();
+  await page.waitForFunction(n => document.querySelectorAll('#map-grid .map').length === n,
+    model.layers[1].output_shape[0], { timeout: 30000 });
+  // strongest first: the first tile is the map with the largest activation
+  const id = (await page.evaluate(() => location.hash)).split('/')[1];
+  const acts = await (await fetch(`${url}api/images/${id}/layers/conv2`)).json();
+  const strongest = acts.max.indexOf(Math.max(...acts.max));
+  assert.equal(await page.locator('#map-grid .map').first().getAttribute('data-map'), String(strongest));
+
+  await page.locator('#map-grid .map').first().click();
+  await page.locator('#map-title').waitFor({ timeout: 30000 });
+  assert.match(await page.locator('#map-title').textContent(), new RegExp(`conv2 · map ${strongest} of`));
+  for (const sel of ['#projection-img', '#activation-img', '#patch-img']) await imageLoaded(page, sel);
+  const box = await page.locator('#rf-box').boundingBox();
+  assert.ok(box.width > 10 && box.height > 10, 'receptive field box drawn');
+  assert.equal(await page.evaluate(() => location.hash), `#/${id}/conv2/${strongest}/unit`);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'map-view-unit.png'), fullPage: true });
+
+  await page.locator('#mode-map').click();
+  await page.waitForFunction(() => location.hash.endsWith('/map'));
+  await imageLoaded(page, '#projection-img');
+  assert.match(await page.locator('#projection-img').getAttribute('src'), /mode=map/);
+
+  // a permalink reload restores the view
+  await page.reload();
+  await page.locator('#map-title').waitFor({ timeout: 30000 });
+  assert.match(await page.locator('#map-title').textContent(), new RegExp(`conv2 · map ${strongest} of`));
+  assert.match(await page.locator('#projection-img').getAttribute('src'), /mode=map/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'permalink-reload.png'), fullPage: true });
+
+  // back returns to single-unit mode
+  await page.goBack();
+  await page.waitForFunction(() => location.hash.endsWith('/unit'), null, { timeout: 10000 });
+  await page.waitForFunction(() => /mode=unit/.test(document.querySelector('#projection-img')?.getAttribute('src') || ''),
+    null, { timeout: 30000 });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

@@ -1,36 +1,100 @@
 //! The zfvis UI: Leptos client-side rendering, compiled to wasm32 by trunk.
 
 mod api;
+mod explorer;
 mod upload;
 
+use explorer::{Explorer, View};
 use leptos::prelude::*;
 use upload::{Upload, UploadPanel};
-use zfvis_api::{ModelInfo, PredictResponse};
+use zfvis_api::{ImageResponse, ModelInfo};
 
 fn main() {
     console_error_panic_hook::set_once();
     leptos::mount::mount_to_body(App);
 }
 
+fn location_hash() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default()
+}
+
 #[component]
 fn App() -> impl IntoView {
     let model = LocalResource::new(|| api::get_json::<ModelInfo>("/api/model"));
-    let (current, set_current) = signal(None::<Upload>);
-    let (prediction, set_prediction) = signal(None::<PredictResponse>);
+    let (image, set_image) = signal(None::<ImageResponse>);
+    let (preview, set_preview) = signal(None::<(String, String)>); // (url, caption)
+    let (view, set_view) = signal(None::<View>);
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
 
+    // Load an already-uploaded image (permalink, back/forward).
+    let open_id = move |target: View| {
+        if image.get_untracked().is_some_and(|i| i.id == target.image) {
+            set_view.set(Some(target));
+            return;
+        }
+        set_busy.set(true);
+        set_error.set(None);
+        leptos::task::spawn_local(async move {
+            match api::get_json::<ImageResponse>(&format!("/api/images/{}", target.image)).await {
+                Ok(img) => {
+                    set_preview.set(Some((img.input_url.clone(), "from permalink".into())));
+                    set_image.set(Some(img));
+                    set_view.set(Some(target));
+                }
+                Err(e) => set_error.set(Some(format!(
+                    "{e} (permalinks last while the server keeps the image)"
+                ))),
+            }
+            set_busy.set(false);
+        });
+    };
+    if let Some(v) = View::from_hash(&location_hash()) {
+        open_id(v);
+    }
+    let hash_listener = window_event_listener(leptos::ev::hashchange, move |_| {
+        if let Some(v) = View::from_hash(&location_hash()) {
+            if view.get_untracked().as_ref() != Some(&v) {
+                open_id(v);
+            }
+        }
+    });
+    on_cleanup(move || hash_listener.remove());
+    // The URL follows the view, so a link reopens it and back/forward step through views.
+    Effect::new(move |_| {
+        if let Some(v) = view.get() {
+            let hash = v.to_hash();
+            if location_hash() != hash {
+                if let Some(w) = web_sys::window() {
+                    let _ = w.location().set_hash(&hash);
+                }
+            }
+        }
+    });
+
     let on_upload = move |upload: Upload| {
         set_error.set(None);
-        set_prediction.set(None);
+        set_image.set(None);
         set_busy.set(true);
-        let blob = upload.blob.clone();
-        let name = upload.name.clone();
-        set_current.set(Some(upload));
+        set_preview.set(Some((upload.url.clone(), upload.name.clone())));
         leptos::task::spawn_local(async move {
-            match api::post_image::<PredictResponse>("/api/predict", &blob, &name).await {
-                Ok(p) => set_prediction.set(Some(p)),
-                Err(e) => set_error.set(Some(e)),
+            match api::post_image::<ImageResponse>("/api/images", &upload.blob, &upload.name).await
+            {
+                Ok(img) => {
+                    let keep_layer = view.get_untracked().map(|v| v.layer);
+                    let mut next = View::new(img.id.clone());
+                    if let Some(layer) = keep_layer {
+                        next.layer = layer;
+                    }
+                    set_image.set(Some(img));
+                    set_view.set(Some(next));
+                }
+                Err(e) => {
+                    set_preview.set(None);
+                    set_error.set(Some(e));
+                }
             }
             set_busy.set(false);
         });
@@ -52,22 +116,27 @@ fn App() -> impl IntoView {
                 <UploadPanel on_upload=on_upload />
             </section>
             <section class="panel">
-                <Show when=move || current.get().is_some() fallback=|| view! {
-                    <p class="hint">"Pick, drop or paste an image, or click a demo photo."</p>
-                }>
-                    <figure class="preview">
-                        <img id="preview" alt="uploaded image"
-                            src=move || current.get().map(|u| u.url).unwrap_or_default() />
-                        <figcaption>{move || current.get().map(|u| u.name).unwrap_or_default()}</figcaption>
-                    </figure>
-                </Show>
+                {move || match preview.get() {
+                    Some((url, caption)) => view! {
+                        <figure class="preview">
+                            <img id="preview" alt="current image" src=url />
+                            <figcaption>{caption}</figcaption>
+                        </figure>
+                    }.into_any(),
+                    None => view! { <p class="hint">"Pick, drop or paste an image, or click a demo photo."</p> }.into_any(),
+                }}
                 <Show when=move || busy.get()>
                     <div class="progress" role="status"><span class="spinner"></span>"running ZFNet…"</div>
                 </Show>
                 {move || error.get().map(|e| view! { <p class="error" role="alert" id="error">{e}</p> })}
-                {move || prediction.get().map(|p| view! { <Predictions prediction=p /> })}
+                {move || image.get().map(|img| view! { <Predictions image=img /> })}
             </section>
         </main>
+        <Show when=move || view.get().is_some()>
+            <section class="panel explorer">
+                <Explorer view=view set_view=set_view />
+            </section>
+        </Show>
     }
 }
 
@@ -87,11 +156,11 @@ fn ModelBadge(info: ModelInfo) -> impl IntoView {
 }
 
 #[component]
-fn Predictions(prediction: PredictResponse) -> impl IntoView {
+fn Predictions(image: ImageResponse) -> impl IntoView {
     view! {
         <h2>"Top-5 predictions"</h2>
         <ol class="predictions" id="predictions">
-            {prediction.predictions.into_iter().map(|p| {
+            {image.predictions.into_iter().map(|p| {
                 let pct = p.probability * 100.0;
                 view! {
                     <li class="prediction">
@@ -102,6 +171,6 @@ fn Predictions(prediction: PredictResponse) -> impl IntoView {
                 }
             }).collect_view()}
         </ol>
-        <p class="meta">{format!("input {}×{} px → resized to 256, centre crop 224", prediction.width, prediction.height)}</p>
+        <p class="meta">{format!("input {}×{} px → resized to 256, centre crop 224", image.width, image.height)}</p>
     }
 }

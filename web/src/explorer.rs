@@ -1,0 +1,221 @@
+//! Layer tabs, the grid of feature maps for the current image, and the view of one map:
+//! activation heatmap, receptive field on the input, deconvnet projection, input patch.
+
+use crate::api;
+use leptos::prelude::*;
+use zfvis_api::{LayerActivations, ProjectionMode, VisualizeResponse};
+
+pub const LAYERS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
+
+/// What the explorer shows: kept in the URL hash as `#/IMAGE/LAYER/MAP/MODE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    pub image: String,
+    pub layer: String,
+    pub map: Option<usize>,
+    pub mode: ProjectionMode,
+}
+
+impl View {
+    pub fn new(image: String) -> View {
+        View {
+            image,
+            layer: "conv1".into(),
+            map: None,
+            mode: ProjectionMode::Unit,
+        }
+    }
+
+    pub fn to_hash(&self) -> String {
+        match self.map {
+            Some(m) => format!("#/{}/{}/{m}/{}", self.image, self.layer, self.mode.as_str()),
+            None => format!("#/{}/{}", self.image, self.layer),
+        }
+    }
+
+    pub fn from_hash(hash: &str) -> Option<View> {
+        let mut parts = hash
+            .trim_start_matches('#')
+            .trim_start_matches('/')
+            .split('/');
+        let image = parts
+            .next()
+            .filter(|s| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()))?;
+        let layer = parts
+            .next()
+            .filter(|l| LAYERS.contains(l))
+            .unwrap_or("conv1");
+        let map = parts.next().and_then(|m| m.parse().ok());
+        let mode = match parts.next() {
+            Some("map") => ProjectionMode::Map,
+            _ => ProjectionMode::Unit,
+        };
+        Some(View {
+            image: image.into(),
+            layer: layer.into(),
+            map,
+            mode,
+        })
+    }
+}
+
+#[component]
+pub fn Explorer(
+    view: ReadSignal<Option<View>>,
+    set_view: WriteSignal<Option<View>>,
+) -> impl IntoView {
+    let update = move |f: &dyn Fn(&mut View)| {
+        set_view.update(|v| {
+            if let Some(v) = v {
+                f(v)
+            }
+        })
+    };
+    let image = Memo::new(move |_| view.get().map(|v| v.image));
+    let layer = Memo::new(move |_| view.get().map(|v| v.layer).unwrap_or_default());
+    let map = Memo::new(move |_| view.get().and_then(|v| v.map));
+    let mode = Memo::new(move |_| view.get().map(|v| v.mode).unwrap_or_default());
+    let (sorted, set_sorted) = signal(true);
+
+    let activations = LocalResource::new(move || {
+        let (image, layer) = (image.get(), layer.get());
+        async move {
+            let image = image?;
+            Some(
+                api::get_json::<LayerActivations>(&format!("/api/images/{image}/layers/{layer}"))
+                    .await,
+            )
+        }
+    });
+
+    view! {
+        <nav class="tabs" role="tablist">
+            {LAYERS.into_iter().map(|name| view! {
+                <button role="tab" class="tab" data-layer=name
+                    class:active=move || layer.get() == name
+                    on:click=move |_| update(&|v| { v.layer = name.into(); v.map = None; })>
+                    {name}
+                </button>
+            }).collect_view()}
+            <label class="sort">
+                <input type="checkbox" prop:checked=move || sorted.get()
+                    on:change=move |ev| set_sorted.set(event_target_checked(&ev)) />
+                " strongest first"
+            </label>
+        </nav>
+        <Show when=move || map.get().is_some()>
+            <MapView image=image layer=layer map=map mode=mode
+                set_mode=move |m| update(&|v| v.mode = m)
+                close=move || update(&|v| v.map = None) />
+        </Show>
+        <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading feature maps…"</div> }>
+            {move || activations.get().flatten().map(|acts| match acts {
+                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                Ok(acts) => {
+                    let image = image.get().unwrap_or_default();
+                    let mut order: Vec<usize> = (0..acts.max.len()).collect();
+                    if sorted.get() {
+                        order.sort_by(|&a, &b| acts.max[b].total_cmp(&acts.max[a]));
+                    }
+                    let top = acts.max.iter().cloned().fold(0f32, f32::max);
+                    view! {
+                        <p class="meta">{format!("{}: {} feature maps of {}×{}; brightest thumbnail = strongest map ({top:.3})",
+                            acts.layer, acts.max.len(), acts.map_shape[0], acts.map_shape[1])}</p>
+                        <div class="maps" id="map-grid">
+                            {order.into_iter().map(|m| {
+                                let src = format!("/api/images/{image}/activation/{}/{m}", acts.layer);
+                                let strength = acts.max[m];
+                                view! {
+                                    <button class="map" data-map=m title=format!("map {m}: max {strength:.3}")
+                                        class:selected=move || map.get() == Some(m)
+                                        on:click=move |_| update(&|v| v.map = Some(m))>
+                                        <img src=src alt=format!("map {m}") loading="lazy" />
+                                        <span class="index">{m}</span>
+                                    </button>
+                                }
+                            }).collect_view()}
+                        </div>
+                    }.into_any()
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn MapView(
+    image: Memo<Option<String>>,
+    layer: Memo<String>,
+    map: Memo<Option<usize>>,
+    mode: Memo<ProjectionMode>,
+    set_mode: impl Fn(ProjectionMode) + Copy + Send + Sync + 'static,
+    close: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let details = LocalResource::new(move || {
+        let (image, layer, map, mode) = (image.get(), layer.get(), map.get(), mode.get());
+        async move {
+            let (image, map) = (image?, map?);
+            Some(
+                api::get_json::<VisualizeResponse>(&format!(
+                    "/visualize/{layer}/{map}?image={image}&mode={}",
+                    mode.as_str()
+                ))
+                .await,
+            )
+        }
+    });
+    view! {
+        <section class="mapview" id="map-view">
+            <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"projecting…"</div> }>
+                {move || details.get().flatten().map(|d| match d {
+                    Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                    Ok(v) => {
+                        let rf = v.receptive_field;
+                        // the input is shown at 2× (448 px): the box in CSS pixels
+                        let style = format!("left:{}px;top:{}px;width:{}px;height:{}px",
+                            rf.x0 * 2, rf.y0 * 2, (rf.x1 - rf.x0) * 2, (rf.y1 - rf.y0) * 2);
+                        let input = format!("/api/images/{}/input", v.image);
+                        let title = format!("{} · map {} of {}", v.layer, v.map, v.maps);
+                        let facts = format!("strongest activation {:.4} at (x {}, y {}) of {}×{}; receptive field x {}–{}, y {}–{}",
+                            v.max, v.position.x, v.position.y, v.map_shape[1], v.map_shape[0], rf.x0, rf.x1, rf.y0, rf.y1);
+                        view! {
+                            <header class="mapview-head">
+                                <h2 id="map-title">{title}</h2>
+                                <div class="modes" role="group">
+                                    <button class:active=move || mode.get() == ProjectionMode::Unit id="mode-unit"
+                                        on:click=move |_| set_mode(ProjectionMode::Unit)>"single unit"</button>
+                                    <button class:active=move || mode.get() == ProjectionMode::Map id="mode-map"
+                                        on:click=move |_| set_mode(ProjectionMode::Map)>"whole map"</button>
+                                </div>
+                                <button class="close" on:click=move |_| close()>"✕"</button>
+                            </header>
+                            <p class="meta" id="map-facts">{facts}</p>
+                            <div class="figures">
+                                <figure>
+                                    <div class="stage">
+                                        <img class="input" src=input alt="network input" />
+                                        <img class="overlay" src=v.activation_url.clone() alt="activation overlay" />
+                                        <div class="rf" id="rf-box" style=style></div>
+                                    </div>
+                                    <figcaption>"input (224×224) with the activation map and the unit's receptive field"</figcaption>
+                                </figure>
+                                <figure>
+                                    <img class="pixelated big" src=v.activation_url.clone() alt="activation map" id="activation-img" />
+                                    <figcaption>"activation map (viridis, 0 → max)"</figcaption>
+                                </figure>
+                                <figure>
+                                    <img class="big" src=v.projection_url.clone() alt="deconvnet projection" id="projection-img" />
+                                    <figcaption>{if v.mode == ProjectionMode::Unit { "deconvnet projection of the strongest unit (grey = 0)" } else { "deconvnet projection of the whole map (grey = 0)" }}</figcaption>
+                                </figure>
+                                <figure>
+                                    <img class="big" src=v.patch_url.clone() alt="input patch" id="patch-img" />
+                                    <figcaption>"input patch under the receptive field"</figcaption>
+                                </figure>
+                            </div>
+                        }.into_any()
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
