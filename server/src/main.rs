@@ -2,6 +2,7 @@
 
 mod error;
 mod images;
+mod index_cmd;
 mod openapi;
 mod routes;
 mod state;
@@ -52,6 +53,31 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         max_body_mib: usize,
     },
+    /// Top-k activations of every conv map over a folder of probe images (or `index merge`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Index {
+        #[command(subcommand)]
+        action: Option<IndexAction>,
+        /// Folder of images, searched recursively (JPEG, PNG, WebP).
+        #[arg(long)]
+        probe: Option<PathBuf>,
+        /// Index file to write (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_WEIGHTS)]
+        weights: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Index only slice i of n (every n-th image from i), e.g. 0/4; combine with `index merge`.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Activations kept per map.
+        #[arg(long, default_value_t = 9)]
+        top: usize,
+    },
     /// Write the seeded random-init placeholder model (skipped if the file exists).
     InitWeights {
         #[arg(long, default_value = DEFAULT_WEIGHTS)]
@@ -61,8 +87,37 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Combine partial indexes (from --shard runs) into the index of their union.
+    Merge {
+        /// Partial index files.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable chain of causes, no backtrace: this is what a CLI user sees.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -77,6 +132,34 @@ async fn main() -> anyhow::Result<()> {
             ui_dir,
             max_body_mib,
         } => serve(addr, &weights, &device, &ui_dir, max_body_mib).await,
+        Command::Index {
+            action: Some(IndexAction::Merge { parts, out }),
+            ..
+        } => index_cmd::merge(&parts, &out),
+        Command::Index {
+            action: None,
+            probe,
+            out,
+            weights,
+            device,
+            shard,
+            batch,
+            top,
+        } => {
+            let probe = probe.context("give --probe DIR (the images to index)")?;
+            let out = out.context("give --out FILE (where to write the index)")?;
+            tokio::task::block_in_place(|| {
+                index_cmd::build(
+                    &weights,
+                    &device,
+                    &probe,
+                    &out,
+                    shard.as_deref(),
+                    batch,
+                    top,
+                )
+            })
+        }
         Command::InitWeights { out, seed } => {
             let written = zfnet::init::write_placeholder(&out, seed)
                 .with_context(|| format!("writing the placeholder model to {}", out.display()))?;

@@ -20,8 +20,10 @@ pub mod manifest;
 pub mod model;
 pub mod ops;
 pub mod preprocess;
+pub mod probe;
 pub mod receptive;
 pub mod render;
+pub mod topk;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Trace, ZfNet};

@@ -1,0 +1,156 @@
+//! Building a [`ProbeIndex`]: walk a folder of images, run batched traced forwards, keep the
+//! top-k activations of every map. Unreadable files are reported and skipped, never fatal.
+
+use crate::model::CONV_NAMES;
+use crate::topk::{LayerTopK, ProbeImage, ProbeIndex, TopK};
+use crate::{Error, LoadedModel, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// Image files under `root` (recursively, JPEG/PNG/WebP by extension), sorted by relative path.
+pub fn list_images(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return Err(Error::Invalid(format!(
+            "probe folder {} does not exist or is not a folder",
+            root.display()
+        )));
+    }
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort_by_key(|p| relative(root, p));
+    Ok(files)
+}
+
+/// `path` relative to `root`, `/`-separated.
+pub fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The `i`-th of `n` deterministic slices of `files` (every n-th file from i).
+pub fn shard(files: Vec<PathBuf>, i: usize, n: usize) -> Vec<PathBuf> {
+    files
+        .into_iter()
+        .enumerate()
+        .filter(|(j, _)| j % n == i)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// A file that could not be used, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+struct Loaded {
+    image: ProbeImage,
+    input: Vec<f32>,
+}
+
+fn load(root: &Path, path: &Path, model: &LoadedModel) -> std::result::Result<Loaded, Skipped> {
+    let rel = relative(root, path);
+    let skip = |reason: String| Skipped {
+        path: rel.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| skip(e.to_string()))?;
+    let rgb = crate::preprocess::decode(&bytes).map_err(|e| skip(e.to_string()))?;
+    let p = &model.manifest.preprocess;
+    let crop = crate::preprocess::resize_and_crop(&rgb, p);
+    Ok(Loaded {
+        image: ProbeImage {
+            path: rel.clone(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        },
+        input: crate::preprocess::normalise(&crop, p),
+    })
+}
+
+/// Indexes `files` (under `root`) in batches of `batch`, calling `progress(done, skipped)` after
+/// each batch.
+pub fn build_index(
+    model: &LoadedModel,
+    root: &Path,
+    files: &[PathBuf],
+    k: usize,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(ProbeIndex, Vec<Skipped>)> {
+    let net = &model.net;
+    let mut tops: Vec<TopK> = net.channels().iter().map(|&c| TopK::new(c, k)).collect();
+    let mut images: Vec<ProbeImage> = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    let mut done = 0;
+    for chunk in files.chunks(batch.max(1)) {
+        let loaded: Vec<_> = chunk.par_iter().map(|p| load(root, p, model)).collect();
+        let mut inputs = Vec::new();
+        let first = images.len() as u32;
+        for item in loaded {
+            match item {
+                Ok(l) => {
+                    inputs.extend_from_slice(&l.input);
+                    images.push(l.image);
+                }
+                Err(s) => {
+                    tracing::warn!(path = %s.path, reason = %s.reason, "skipping unreadable probe image");
+                    skipped.push(s);
+                }
+            }
+        }
+        let n = images.len() - first as usize;
+        if n > 0 {
+            let side = crate::arch::INPUT_SIZE;
+            let x = Tensor::from_vec(inputs, (n, 3, side, side), net.device())?;
+            let trace = net.forward_trace(&x)?;
+            for (top, layer) in tops.iter_mut().zip(&trace.convs) {
+                let dims = layer.activation.dims4()?;
+                let data = layer
+                    .activation
+                    .flatten_all()?
+                    .to_device(&Device::Cpu)?
+                    .to_vec1::<f32>()?;
+                top.offer_batch(&data, [dims.0, dims.1, dims.2, dims.3], first, &images);
+            }
+        }
+        done += chunk.len();
+        progress(done, skipped.len());
+    }
+    // Images are in path order already (files were sorted), so hit indices stay valid.
+    let layers = tops
+        .into_iter()
+        .zip(CONV_NAMES)
+        .map(|(t, name)| LayerTopK {
+            name: name.into(),
+            hits: t.into_hits(),
+        })
+        .collect();
+    Ok((
+        ProbeIndex {
+            format: 1,
+            weights_sha256: model.weights_sha256.clone(),
+            k,
+            images,
+            layers,
+        },
+        skipped,
+    ))
+}
