@@ -63,25 +63,11 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 async fn health_and_model_describe_the_network() {
     let server = Server::start(&fixture_weights(), &[]);
     let client = reqwest::Client::new();
-    let health: Health = client
-        .get(format!("{}/api/health", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Health = common::get_json(&client, &format!("{}/api/health", server.url)).await;
     assert_eq!(health.status, "ok");
     assert_eq!(health.device, "cpu");
 
-    let model: ModelInfo = client
-        .get(format!("{}/api/model", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: ModelInfo = common::get_json(&client, &format!("{}/api/model", server.url)).await;
     assert_eq!(model.architecture, "zfnet");
     assert!(!model.trained);
     assert_eq!(model.classes.len(), 10);
@@ -213,14 +199,7 @@ async fn the_placeholder_model_serves_and_says_it_is_untrained() {
     assert!(status.success());
     let server = Server::start(&weights, &[]);
     let client = reqwest::Client::new();
-    let model: ModelInfo = client
-        .get(format!("{}/api/model", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: ModelInfo = common::get_json(&client, &format!("{}/api/model", server.url)).await;
     assert!(!model.trained);
     assert!(model.provenance.contains("UNTRAINED"));
     assert_eq!(model.layers[0].output_shape, [96, 110, 110]);

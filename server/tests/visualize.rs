@@ -60,32 +60,23 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
         } else {
             format!("conv{layer}")
         };
-        let acts: LayerActivations = client
-            .get(format!(
-                "{}/api/images/{}/layers/{layer_name}",
-                server.url, image.id
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let acts: LayerActivations = common::get_json(
+            &client,
+            &format!("{}/api/images/{}/layers/{layer_name}", server.url, image.id),
+        )
+        .await;
         let map = (0..acts.max.len())
             .max_by(|&a, &b| acts.max[a].total_cmp(&acts.max[b]))
             .unwrap();
         for mode in ["unit", "map"] {
-            let v: VisualizeResponse = client
-                .get(format!(
+            let v: VisualizeResponse = common::get_json(
+                &client,
+                &format!(
                     "{}/visualize/{layer_name}/{map}?image={}&mode={mode}",
                     server.url, image.id
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                ),
+            )
+            .await;
             assert_eq!(v.layer, format!("conv{layer}"));
             assert_eq!(v.map_shape, [sides[layer - 1]; 2]);
             assert_eq!(v.max, acts.max[map]);
@@ -211,29 +202,20 @@ async fn visualize_errors_are_json() {
         assert_eq!(err.code, code, "{path}: {}", err.error);
     }
     // an explicit unit is honoured
-    let v: VisualizeResponse = client
-        .get(format!(
+    let v: VisualizeResponse = common::get_json(
+        &client,
+        &format!(
             "{}/visualize/conv1/2?image={}&x=5&y=7",
             server.url, image.id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!((v.unit.x, v.unit.y), (5, 7));
     assert_eq!(v.receptive_field.x0, 9);
     assert_eq!(v.receptive_field.y0, 13);
     // and the OpenAPI document lists the routes
-    let spec: serde_json::Value = client
-        .get(format!("{}/api/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: serde_json::Value =
+        common::get_json(&client, &format!("{}/api/openapi.json", server.url)).await;
     for path in [
         "/visualize/{layer}/{map}",
         "/api/images",

@@ -52,17 +52,7 @@ pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, us
     Ok((0..n)
         .map(|i| {
             let plane = &maps[i * h * w..(i + 1) * h * w];
-            let (best, v) =
-                plane
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
-                        if v > bv {
-                            (j, v)
-                        } else {
-                            (bi, bv)
-                        }
-                    });
+            let (best, v) = crate::ops::argmax(plane);
             (best / w, best % w, v)
         })
         .collect())

@@ -79,17 +79,7 @@ impl TopK {
         for i in 0..n {
             for m in 0..c {
                 let plane = &data[(i * c + m) * h * w..][..h * w];
-                let (best, value) =
-                    plane
-                        .iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
-                            if v > bv {
-                                (j, v)
-                            } else {
-                                (bi, bv)
-                            }
-                        });
+                let (best, value) = crate::ops::argmax(plane);
                 let hit = Hit {
                     value,
                     image: first_image + i as u32,

@@ -64,3 +64,10 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// GET `url` and decode its JSON body, failing the test on any error.
+pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
+    let resp = client.get(url).send().await.expect("GET");
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json().await.expect("JSON body")
+}

@@ -20,3 +20,17 @@ pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
         .to_vec1::<f32>()?;
     Ok((data, [n, c, h, w], x.device().clone()))
 }
+
+/// Index and value of the largest element; the first one wins ties. `(0, -inf)` for an empty slice.
+pub fn argmax(values: &[f32]) -> (usize, f32) {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+}
