@@ -80,9 +80,9 @@ pub(crate) async fn predict(
     let trained = state.info.trained;
     let response = state
         .run_blocking(move |model| {
-            let input = prepare_input(model, &bytes)?;
+            let (input, tensor) = prepare_input(model, &bytes)?;
             let (width, height) = input.original;
-            let logits = model.net.forward(&input.tensor)?;
+            let logits = model.net.forward(&tensor)?;
             let predictions = top_k(model, &logits, 5)?;
             Ok(PredictResponse {
                 predictions,

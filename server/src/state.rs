@@ -133,28 +133,14 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
     }
 }
 
-/// An upload made ready for the network.
-pub struct PreparedInput {
-    /// Normalised `[1, 3, 224, 224]`.
-    pub tensor: Tensor,
-    /// The 224×224 crop the network sees, for patches and display.
-    pub crop: image::RgbImage,
-    /// Size of the upload as decoded.
-    pub original: (u32, u32),
-}
-
-pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<PreparedInput, AppError> {
-    let image = zfnet::preprocess::decode(bytes)?;
-    let original = image.dimensions();
-    let p = &model.manifest.preprocess;
-    let crop = zfnet::preprocess::resize_and_crop(&image, p);
-    let data = zfnet::preprocess::normalise(&crop, p);
-    let side = p.crop as usize;
-    let tensor = Tensor::from_vec(data, (1, 3, side, side), model.net.device())
+/// An upload made ready for the network, and its tensor on the model's device.
+pub fn prepare_input(
+    model: &LoadedModel,
+    bytes: &[u8],
+) -> Result<(zfnet::preprocess::Prepared, Tensor), AppError> {
+    let prepared = zfnet::preprocess::prepare(bytes, &model.manifest.preprocess)?;
+    let tensor = prepared
+        .to_tensor(model.net.device())
         .map_err(|e| AppError::internal(e.to_string()))?;
-    Ok(PreparedInput {
-        tensor,
-        crop,
-        original,
-    })
+    Ok((prepared, tensor))
 }

@@ -100,8 +100,8 @@ pub async fn upload_image(
     let trained = state.info.trained;
     let image = state
         .run_blocking(move |model| {
-            let input = prepare_input(model, &bytes)?;
-            let trace = model.net.forward_trace(&input.tensor)?;
+            let (input, tensor) = prepare_input(model, &bytes)?;
+            let trace = model.net.forward_trace(&tensor)?;
             let predictions = top_k(model, &trace.logits, 5)?;
             let response = ImageResponse {
                 input_url: format!("/api/images/{id}/input"),
@@ -390,35 +390,15 @@ pub async fn projection_png(
                 .flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
                 .map_err(|e| AppError::internal(e.to_string()))?;
-            let mut picture = zfnet::render::projection_image(&data, side);
-            if crop {
-                let b = receptive_field(arch, layer).unit_box(choice.unit.0, choice.unit.1);
-                // normalise over the crop, not the whole image
-                let cropped = crop_planes(&data, side, b);
-                picture = zfnet::render::projection_image(&cropped.0, cropped.1);
-                picture =
-                    image::imageops::crop_imm(&picture, 0, 0, b.x1 - b.x0, b.y1 - b.y0).to_image();
-            }
+            let region = if crop {
+                receptive_field(arch, layer).unit_box(choice.unit.0, choice.unit.1)
+            } else {
+                zfnet::render::whole(side)
+            };
+            let picture = zfnet::render::projection_image(&data, side, region);
             Ok(Arc::new(zfnet::render::png(&picture)))
         })
         .await?;
     state.images.put_png(key, png.clone());
     Ok(png_response(png))
-}
-
-/// The `[3, s, s]` sub-block of `data` (`[3, side, side]`) inside `b`, padded to a square of side
-/// `s = max(box width, box height)`.
-fn crop_planes(data: &[f32], side: usize, b: zfnet::receptive::PixelBox) -> (Vec<f32>, usize) {
-    let (bw, bh) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
-    let s = bw.max(bh).max(1);
-    let mut out = vec![0f32; 3 * s * s];
-    for c in 0..3 {
-        for y in 0..bh {
-            for x in 0..bw {
-                out[(c * s + y) * s + x] =
-                    data[(c * side + b.y0 as usize + y) * side + b.x0 as usize + x];
-            }
-        }
-    }
-    (out, s)
 }

@@ -108,14 +108,10 @@ async fn predict_returns_the_models_own_top5() {
 
     // The same image through the library in this process: the server must return exactly it.
     let model = zfnet::LoadedModel::load(&fixture_weights(), &candle_core::Device::Cpu).unwrap();
-    let img = zfnet::preprocess::decode(&bytes).unwrap();
-    let crop = zfnet::preprocess::resize_and_crop(&img, &model.manifest.preprocess);
-    let x = candle_core::Tensor::from_vec(
-        zfnet::preprocess::normalise(&crop, &model.manifest.preprocess),
-        (1, 3, 224, 224),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let x = zfnet::preprocess::prepare(&bytes, &model.manifest.preprocess)
+        .unwrap()
+        .to_tensor(&candle_core::Device::Cpu)
+        .unwrap();
     let probs = zfnet::model::softmax(&model.net.forward(&x).unwrap())
         .unwrap()
         .get(0)

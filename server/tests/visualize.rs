@@ -43,14 +43,10 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
 
     // the same computation in this process
     let model = zfnet::LoadedModel::load(&fixture_weights(), &candle_core::Device::Cpu).unwrap();
-    let img = zfnet::preprocess::decode(&demo_image("horses.jpg")).unwrap();
-    let crop = zfnet::preprocess::resize_and_crop(&img, &model.manifest.preprocess);
-    let x = candle_core::Tensor::from_vec(
-        zfnet::preprocess::normalise(&crop, &model.manifest.preprocess),
-        (1, 3, 224, 224),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let x = zfnet::preprocess::prepare(&demo_image("horses.jpg"), &model.manifest.preprocess)
+        .unwrap()
+        .to_tensor(&candle_core::Device::Cpu)
+        .unwrap();
     let trace = model.net.forward_trace(&x).unwrap();
 
     let sides = [110, 26, 13, 13, 13];
@@ -106,7 +102,8 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
                 "conv{layer} {mode}: empty projection"
             );
             if mode == "map" {
-                let expected = zfnet::render::projection_image(&data, 224);
+                let expected =
+                    zfnet::render::projection_image(&data, 224, zfnet::render::whole(224));
                 assert_eq!(proj.dimensions(), (224, 224));
                 assert!(
                     proj == expected,

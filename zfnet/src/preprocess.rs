@@ -121,6 +121,40 @@ pub fn normalise(crop: &RgbImage, p: &Preprocess) -> Vec<f32> {
     out
 }
 
+/// An image made ready for the network.
+pub struct Prepared {
+    /// The `crop`×`crop` RGB image the network sees (for patches and display).
+    pub crop: RgbImage,
+    /// Its normalised CHW data.
+    pub data: Vec<f32>,
+    /// Size of the image as decoded.
+    pub original: (u32, u32),
+}
+
+impl Prepared {
+    /// The data as a `[1, 3, crop, crop]` tensor on `device`.
+    pub fn to_tensor(
+        &self,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let side = self.crop.width() as usize;
+        candle_core::Tensor::from_slice(&self.data, (1, 3, side, side), device)
+    }
+}
+
+/// Image bytes → [`decode`] → [`resize_and_crop`] → [`normalise`].
+pub fn prepare(bytes: &[u8], p: &Preprocess) -> Result<Prepared, ImageError> {
+    let image = decode(bytes)?;
+    let original = image.dimensions();
+    let crop = resize_and_crop(&image, p);
+    let data = normalise(&crop, p);
+    Ok(Prepared {
+        crop,
+        data,
+        original,
+    })
+}
+
 /// Inverse of [`normalise`] for one pixel channel value, clamped to a byte.
 pub fn denormalise(value: f32, channel: usize, p: &Preprocess) -> u8 {
     ((value * p.std[channel] + p.mean[channel]) * 255.0)

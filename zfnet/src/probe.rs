@@ -73,15 +73,14 @@ fn load(root: &Path, path: &Path, model: &LoadedModel) -> std::result::Result<Lo
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| skip(e.to_string()))?;
-    let rgb = crate::preprocess::decode(&bytes).map_err(|e| skip(e.to_string()))?;
-    let p = &model.manifest.preprocess;
-    let crop = crate::preprocess::resize_and_crop(&rgb, p);
+    let prepared = crate::preprocess::prepare(&bytes, &model.manifest.preprocess)
+        .map_err(|e| skip(e.to_string()))?;
     Ok(Loaded {
         image: ProbeImage {
             path: rel.clone(),
             sha256: hex::encode(Sha256::digest(&bytes)),
         },
-        input: crate::preprocess::normalise(&crop, p),
+        input: prepared.data,
     })
 }
 

@@ -12,20 +12,40 @@ pub fn png(image: &RgbImage) -> Vec<u8> {
     out
 }
 
-/// A projection `[3, side, side]` as the paper shows it: contrast-normalised per image around
-/// zero, so grey is 0 and the strongest value of either sign reaches black or white.
-pub fn projection_image(data: &[f32], side: usize) -> RgbImage {
-    let scale = data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = if scale > 0.0 { 127.0 / scale } else { 0.0 };
+/// The part inside `b` of a projection `[3, side, side]` as the paper shows it: contrast-normalised
+/// over that part around zero, so grey is 0 and the strongest value of either sign there reaches
+/// black or white. Pass the whole image's box for the uncropped picture.
+pub fn projection_image(data: &[f32], side: usize, b: PixelBox) -> RgbImage {
+    let (x0, y0) = (b.x0 as usize, b.y0 as usize);
+    let (w, h) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
     let plane = side * side;
-    ImageBuffer::from_fn(side as u32, side as u32, |x, y| {
-        let i = y as usize * side + x as usize;
+    let at = |c: usize, x: usize, y: usize| data[c * plane + (y0 + y) * side + x0 + x];
+    let mut scale = 0f32;
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                scale = scale.max(at(c, x, y).abs());
+            }
+        }
+    }
+    let scale = if scale > 0.0 { 127.0 / scale } else { 0.0 };
+    ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
         Rgb(std::array::from_fn(|c| {
-            (128.0 + data[c * plane + i] * scale)
+            (128.0 + at(c, x as usize, y as usize) * scale)
                 .round()
                 .clamp(0.0, 255.0) as u8
         }))
     })
+}
+
+/// The box covering a whole `side`×`side` image.
+pub fn whole(side: usize) -> PixelBox {
+    PixelBox {
+        x0: 0,
+        y0: 0,
+        x1: side as u32,
+        y1: side as u32,
+    }
 }
 
 /// An activation map `[h, w]` through the viridis colormap, 0 → dark, the map's max → yellow
@@ -62,10 +82,23 @@ mod tests {
         let mut data = vec![0f32; 3 * side * side];
         data[0] = 2.0;
         data[1] = -2.0;
-        let img = projection_image(&data, side);
+        let img = projection_image(&data, side, whole(side));
         assert_eq!(img.get_pixel(0, 0).0, [255, 128, 128]);
         assert_eq!(img.get_pixel(1, 0).0, [1, 128, 128]);
         assert_eq!(img.get_pixel(1, 1).0, [128, 128, 128]);
+        // a crop is normalised over itself: the -2 alone now reaches black
+        let part = projection_image(
+            &data,
+            side,
+            PixelBox {
+                x0: 1,
+                y0: 0,
+                x1: 2,
+                y1: 2,
+            },
+        );
+        assert_eq!(part.dimensions(), (1, 2));
+        assert_eq!(part.get_pixel(0, 0).0, [1, 128, 128]);
         let bytes = png(&img);
         assert_eq!(&bytes[1..4], b"PNG");
     }

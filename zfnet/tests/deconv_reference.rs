@@ -216,14 +216,7 @@ fn explicit_unit_and_bad_selections() {
     let (y, x, _) = strongest_units(&trace.convs[2].activation, 3).unwrap()[0];
     let a = project(&model.net, &trace, 2, 3, &Selection::StrongestUnit).unwrap();
     let b = project(&model.net, &trace, 2, 3, &Selection::Units(vec![(y, x)])).unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&a, &b);
     assert_eq!(diff, 0.0);
     assert!(project(&model.net, &trace, 2, 999, &Selection::WholeMap).is_err());
     assert!(project(&model.net, &trace, 5, 0, &Selection::WholeMap).is_err());
@@ -236,13 +229,17 @@ fn gemm_conv_transpose_equals_candles() {
     let x = Tensor::randn(0f32, 1.0, (2, 8, 26, 26), &Device::Cpu).unwrap();
     let ours = zfnet::deconv::conv_transpose(&x, &w, 2, 0, 55).unwrap();
     let theirs = x.conv_transpose2d(&w, 0, 0, 2, 1).unwrap();
-    let err = (ours - theirs)
+    let err = max_abs_diff(&ours, &theirs);
+    assert!(err < 1e-4, "{err}");
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
         .unwrap()
         .abs()
         .unwrap()
         .max_all()
         .unwrap()
         .to_scalar::<f32>()
-        .unwrap();
-    assert!(err < 1e-4, "{err}");
+        .unwrap()
 }
