@@ -6,6 +6,7 @@ mod index_cmd;
 mod openapi;
 mod routes;
 mod state;
+mod train_cmd;
 mod upload;
 mod visualize;
 
@@ -77,6 +78,59 @@ enum Command {
         /// Activations kept per map.
         #[arg(long, default_value_t = 9)]
         top: usize,
+    },
+    /// Train ZFNet on a folder-per-class set (DATA/train/<class>/…, optional DATA/val/<class>/…).
+    Train {
+        /// Dataset root holding train/ (and val/ for per-epoch validation).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run directory: checkpoints, logs, snapshots, the final model.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, conflicts_with_all = ["data", "out"])]
+        resume: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Images per forward/backward pass; gradients of a batch's passes are summed.
+        #[arg(long, default_value_t = 32)]
+        micro_batch: usize,
+        #[arg(long, default_value_t = 0.01)]
+        lr: f64,
+        /// Epochs at whose start the learning rate is divided by 10, e.g. 20,27.
+        #[arg(long, value_delimiter = ',')]
+        lr_drops: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        /// fc6/fc7 width (4096 in the paper).
+        #[arg(long, default_value_t = zfnet::init::DEFAULT_FC_WIDTH)]
+        fc_width: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Seconds between checkpoints.
+        #[arg(long, default_value_t = 120)]
+        checkpoint_secs: u64,
+        /// Stop (with a checkpoint) after this many optimizer steps in total.
+        #[arg(long)]
+        max_steps: Option<usize>,
+    },
+    /// Top-1 and top-5 accuracy over a folder-per-class set (folders matched by WordNet id or label).
+    Eval {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = DEFAULT_WEIGHTS)]
+        weights: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Write the result into the model's manifest.
+        #[arg(long)]
+        record: bool,
     },
     /// Write the seeded random-init placeholder model (skipped if the file exists).
     InitWeights {
@@ -159,6 +213,56 @@ async fn run() -> anyhow::Result<()> {
                     top,
                 )
             })
+        }
+        Command::Train {
+            data,
+            out,
+            resume,
+            device,
+            epochs,
+            batch,
+            micro_batch,
+            lr,
+            lr_drops,
+            weight_decay,
+            fc_width,
+            seed,
+            checkpoint_secs,
+            max_steps,
+        } => {
+            let defaults = zfnet::train::TrainConfig::default();
+            let config = zfnet::train::TrainConfig {
+                epochs: epochs.unwrap_or(defaults.epochs),
+                batch,
+                micro_batch,
+                lr,
+                lr_drops: lr_drops.unwrap_or(defaults.lr_drops.clone()),
+                weight_decay,
+                fc_width,
+                seed,
+                checkpoint_secs,
+                ..defaults
+            };
+            tokio::task::block_in_place(|| {
+                train_cmd::train(train_cmd::TrainArgs {
+                    data: data.as_deref(),
+                    out: out.as_deref(),
+                    resume: resume.as_deref(),
+                    device: &device,
+                    config,
+                    epochs_given: epochs.is_some(),
+                    max_steps,
+                })
+            })
+        }
+        Command::Eval {
+            data,
+            weights,
+            device,
+            batch,
+            record,
+        } => {
+            tokio::task::block_in_place(|| train_cmd::eval(&weights, &data, &device, batch, record))
         }
         Command::InitWeights { out, seed } => {
             let written = zfnet::init::write_placeholder(&out, seed)

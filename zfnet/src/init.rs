@@ -28,13 +28,38 @@ fn normal(rng: &mut ChaCha8Rng, std: f32, len: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Seeded random tensors for a network of the given widths.
+/// How fully connected layers are initialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FcInit {
+    /// N(0, 0.01), the paper's. Logits start near 1e-2 of the features' scale, so learning starts
+    /// slowly, and narrow networks barely learn at all.
+    #[default]
+    Paper,
+    /// He-normal, `std = √(2 / fan_in)` (`√(1 / fan_in)` for fc8, which has no ReLU after it):
+    /// keeps the signal's scale through the head, so training starts at once.
+    He,
+}
+
+/// Seeded random tensors for a network of the given widths, with the paper's fc init.
 pub fn random_tensors(
     arch: Architecture,
     channels: [usize; 5],
     fc_width: usize,
     classes: usize,
     seed: u64,
+) -> Result<HashMap<String, Tensor>> {
+    random_tensors_with(arch, channels, fc_width, classes, seed, FcInit::Paper)
+}
+
+/// Seeded random tensors for a network of the given widths.
+pub fn random_tensors_with(
+    arch: Architecture,
+    channels: [usize; 5],
+    fc_width: usize,
+    classes: usize,
+    seed: u64,
+    fc_init: FcInit,
 ) -> Result<HashMap<String, Tensor>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = HashMap::new();
@@ -56,7 +81,12 @@ pub fn random_tensors(
     let dims = [in_ch * side * side, fc_width, fc_width, classes];
     for (i, name) in FC_NAMES.iter().enumerate() {
         let (fan_in, fan_out) = (dims[i], dims[i + 1]);
-        let w = normal(&mut rng, 0.01, fan_in * fan_out);
+        let std = match (fc_init, i) {
+            (FcInit::Paper, _) => 0.01,
+            (FcInit::He, 2) => (1.0 / fan_in as f32).sqrt(),
+            (FcInit::He, _) => (2.0 / fan_in as f32).sqrt(),
+        };
+        let w = normal(&mut rng, std, fan_in * fan_out);
         out.insert(
             format!("{name}.weight"),
             Tensor::from_vec(w, (fan_out, fan_in), &Device::Cpu)?,

@@ -8,10 +8,12 @@
 //! - [`manifest`]: what a weights file is (classes, preprocessing, provenance).
 //! - [`preprocess`]: image bytes → normalised input.
 //! - [`init`]: the seeded random-init placeholder model.
+//! - [`train`]: SGD training with resumable checkpoints; [`dataset`]: folder-per-class image sets.
 //!
 //! No web code lives here; the server and CLI build on this crate.
 
 pub mod arch;
+pub mod dataset;
 pub mod deconv;
 pub mod device;
 mod error;
@@ -24,6 +26,7 @@ pub mod probe;
 pub mod receptive;
 pub mod render;
 pub mod topk;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{LoadedModel, Trace, ZfNet};

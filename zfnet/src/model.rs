@@ -44,7 +44,7 @@ impl Conv {
 
     /// `conv(x) + bias`, without the ReLU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.spec.padding, self.spec.stride, 1, 1)?;
+        let y = crate::ops::conv::conv2d(x, &self.weight, self.spec.stride, self.spec.padding)?;
         let bias = self.bias.reshape((1, self.out_channels(), 1, 1))?;
         Ok(y.broadcast_add(&bias)?)
     }

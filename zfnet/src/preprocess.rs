@@ -91,18 +91,24 @@ fn classify(e: image::ImageError) -> ImageError {
     }
 }
 
-/// Resize so the shorter side is `p.resize`, then take the centred `p.crop` square.
-pub fn resize_and_crop(image: &RgbImage, p: &Preprocess) -> RgbImage {
+/// Resize so the shorter side is `resize` (and neither side is below `min_side`).
+pub fn resize_shorter(image: &RgbImage, resize: u32, min_side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
     let short = w.min(h).max(1) as f64;
-    let scale = p.resize as f64 / short;
-    let nw = ((w as f64 * scale).round() as u32).max(p.crop);
-    let nh = ((h as f64 * scale).round() as u32).max(p.crop);
-    let resized = if (nw, nh) == (w, h) {
+    let scale = resize as f64 / short;
+    let nw = ((w as f64 * scale).round() as u32).max(min_side);
+    let nh = ((h as f64 * scale).round() as u32).max(min_side);
+    if (nw, nh) == (w, h) {
         image.clone()
     } else {
         image::imageops::resize(image, nw, nh, FilterType::Triangle)
-    };
+    }
+}
+
+/// Resize so the shorter side is `p.resize`, then take the centred `p.crop` square.
+pub fn resize_and_crop(image: &RgbImage, p: &Preprocess) -> RgbImage {
+    let resized = resize_shorter(image, p.resize, p.crop);
+    let (nw, nh) = resized.dimensions();
     let x = (nw - p.crop) / 2;
     let y = (nh - p.crop) / 2;
     image::imageops::crop_imm(&resized, x, y, p.crop, p.crop).to_image()

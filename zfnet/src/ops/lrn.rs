@@ -3,16 +3,22 @@
 //! For an activation `a` of shape `[n, c, h, w]`, with window `size`:
 //!
 //! ```text
-//! b[c] = a[c] / (k + alpha / size · Σ_{c' = c − ⌊size/2⌋}^{c + ⌊(size−1)/2⌋} a[c']²)^beta
+//! b[c] = a[c] · D[c]^−beta,   D[c] = k + alpha / size · Σ_{c' = c − ⌊size/2⌋}^{c + ⌊(size−1)/2⌋} a[c']²
 //! ```
 //!
 //! channels outside `0..c` count as zero. This is PyTorch's `nn.LocalResponseNorm` (alpha divided by
 //! the window size), which the pytorchcv ZFNet weights were trained with; the paper uses size 5,
 //! alpha 1e-4, beta 0.75, k 2.
+//!
+//! The gradient, with `W(i)` the window of channel `i`:
+//!
+//! ```text
+//! ∂L/∂a[j] = g[j] · D[j]^−beta − 2 · beta · alpha / size · a[j] · Σ_{i : j ∈ W(i)} g[i] · a[i] · D[i]^(−beta−1)
+//! ```
 
 use super::host_nchw;
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// LRN hyper-parameters.
@@ -32,64 +38,157 @@ impl LrnParams {
         beta: 0.75,
         k: 2.0,
     };
+
+    /// `d^−beta`, with a fast path for the paper's 0.75 (`powf` dominates the op otherwise).
+    fn pow_neg_beta(&self, d: f32) -> f32 {
+        if self.beta == 0.75 {
+            let r = d.sqrt();
+            1.0 / (r * r.sqrt())
+        } else {
+            d.powf(-self.beta)
+        }
+    }
 }
 
-/// Applies LRN across channels to an NCHW tensor.
+/// Applies LRN across channels to an NCHW tensor. Differentiable on the CPU (a candle custom op);
+/// other devices round-trip through host memory.
 pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
-    let (data, [n, c, h, w], device) = host_nchw(x)?;
-    let plane = h * w;
-    let mut out = vec![0f32; data.len()];
-    let before = p.size / 2;
-    let after = (p.size - 1) / 2;
-    let scale = p.alpha / p.size as f32;
-    // One task per image; within it, a running sum of squares over the channel window per pixel,
-    // so the cost is O(c·h·w) whatever the window size.
-    out.par_chunks_mut(c * plane)
-        .zip(data.par_chunks(c * plane))
-        .for_each(|(out_img, img)| {
-            let mut window = vec![0f32; plane];
-            // window holds Σ a² over channels [ch − before, ch + after] ∩ [0, c)
-            for ch in 0..after.min(c) {
-                add_squares(&mut window, &img[ch * plane..(ch + 1) * plane], 1.0);
-            }
-            for ch in 0..c {
-                let entering = ch + after;
-                if entering < c {
-                    add_squares(
-                        &mut window,
-                        &img[entering * plane..(entering + 1) * plane],
-                        1.0,
-                    );
-                }
-                let src = &img[ch * plane..(ch + 1) * plane];
-                let dst = &mut out_img[ch * plane..(ch + 1) * plane];
-                for ((d, &a), &s) in dst.iter_mut().zip(src).zip(&window) {
-                    *d = a * (p.k + scale * s).powf(-p.beta);
-                }
-                if ch >= before {
-                    let leaving = ch - before;
-                    add_squares(
-                        &mut window,
-                        &img[leaving * plane..(leaving + 1) * plane],
-                        -1.0,
-                    );
-                }
-            }
-        });
-    let _ = n;
-    Ok(Tensor::from_vec(out, (n, c, h, w), &device)?)
+    if x.device().is_cpu() {
+        return Ok(x.contiguous()?.apply_op1(LrnOp(p))?);
+    }
+    let host = x
+        .to_device(&Device::Cpu)?
+        .contiguous()?
+        .apply_op1(LrnOp(p))?;
+    Ok(host.to_device(x.device())?)
 }
 
-fn add_squares(window: &mut [f32], channel: &[f32], sign: f32) {
-    for (s, &a) in window.iter_mut().zip(channel) {
-        *s += sign * a * a;
+/// `D` for every element of one image `[c, plane]`: a running sum of squares over the channel
+/// window per pixel, so the cost is O(c·plane) whatever the window size.
+fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
+    let (before, after) = (p.size / 2, (p.size - 1) / 2);
+    let scale = p.alpha / p.size as f32;
+    let mut window = vec![0f32; plane];
+    let mut out = vec![0f32; c * plane];
+    let add = |window: &mut [f32], ch: usize, sign: f32| {
+        for (s, &a) in window.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
+            *s += sign * a * a;
+        }
+    };
+    for ch in 0..after.min(c) {
+        add(&mut window, ch, 1.0);
+    }
+    for ch in 0..c {
+        if ch + after < c {
+            add(&mut window, ch + after, 1.0);
+        }
+        for (d, &s) in out[ch * plane..(ch + 1) * plane].iter_mut().zip(&window) {
+            *d = p.k + scale * s;
+        }
+        if ch >= before {
+            add(&mut window, ch - before, -1.0);
+        }
+    }
+    out
+}
+
+fn forward_image(img: &[f32], out: &mut [f32], c: usize, plane: usize, p: LrnParams) {
+    let d = denominators(img, c, plane, p);
+    for ((o, &a), &d) in out.iter_mut().zip(img).zip(&d) {
+        *o = a * p.pow_neg_beta(d);
+    }
+}
+
+fn backward_image(
+    img: &[f32],
+    grad: &[f32],
+    out: &mut [f32],
+    c: usize,
+    plane: usize,
+    p: LrnParams,
+) {
+    let (before, after) = (p.size / 2, (p.size - 1) / 2);
+    let d = denominators(img, c, plane, p);
+    // t[i] = g[i]·a[i]·D[i]^(−beta−1)
+    let t: Vec<f32> = grad
+        .iter()
+        .zip(img)
+        .zip(&d)
+        .map(|((&g, &a), &d)| g * a * p.pow_neg_beta(d) / d)
+        .collect();
+    // j ∈ W(i) ⇔ i ∈ [j − after, j + before]: a running sum of t over that window.
+    let mut window = vec![0f32; plane];
+    let add = |window: &mut [f32], ch: usize, sign: f32| {
+        for (s, &v) in window.iter_mut().zip(&t[ch * plane..(ch + 1) * plane]) {
+            *s += sign * v;
+        }
+    };
+    for ch in 0..before.min(c) {
+        add(&mut window, ch, 1.0);
+    }
+    let factor = 2.0 * p.beta * p.alpha / p.size as f32;
+    for ch in 0..c {
+        if ch + before < c {
+            add(&mut window, ch + before, 1.0);
+        }
+        let range = ch * plane..(ch + 1) * plane;
+        for ((((o, &g), &a), &d), &s) in out[range.clone()]
+            .iter_mut()
+            .zip(&grad[range.clone()])
+            .zip(&img[range.clone()])
+            .zip(&d[range])
+            .zip(&window)
+        {
+            *o = g * p.pow_neg_beta(d) - factor * a * s;
+        }
+        if ch >= after {
+            add(&mut window, ch - after, -1.0);
+        }
+    }
+}
+
+struct LrnOp(LrnParams);
+
+impl CustomOp1 for LrnOp {
+    fn name(&self) -> &'static str {
+        "zfnet-lrn"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let data = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("lrn: contiguous f32 input expected"),
+        };
+        let (_, c, h, w) = l.shape().dims4()?;
+        let mut out = vec![0f32; data.len()];
+        out.par_chunks_mut(c * h * w)
+            .zip(data.par_chunks(c * h * w))
+            .for_each(|(o, img)| forward_image(img, o, c, h * w, self.0));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (data, [_, c, h, w], device) =
+            host_nchw(arg).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (g, _, _) = host_nchw(grad).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut out = vec![0f32; data.len()];
+        out.par_chunks_mut(c * h * w)
+            .zip(data.par_chunks(c * h * w))
+            .zip(g.par_chunks(c * h * w))
+            .for_each(|((o, img), g)| backward_image(img, g, o, c, h * w, self.0));
+        Ok(Some(Tensor::from_vec(out, arg.shape(), &device)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::Var;
 
     /// Straight from the formula, no running sums.
     fn lrn_naive(a: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
@@ -106,12 +205,16 @@ mod tests {
         out
     }
 
+    fn sample(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3)
+            .collect()
+    }
+
     #[test]
     fn matches_the_formula_for_every_window_size() -> anyhow::Result<()> {
         let (c, h, w) = (7, 3, 4);
-        let data: Vec<f32> = (0..c * h * w)
-            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 3.0)
-            .collect();
+        let data: Vec<f32> = sample(c * h * w).iter().map(|v| v * 10.0).collect();
         let x = Tensor::from_vec(data.clone(), (1, c, h, w), &Device::Cpu)?;
         for size in 1..=6 {
             let p = LrnParams {
@@ -137,6 +240,54 @@ mod tests {
         let y = lrn(&x, LrnParams::ZFNET)?.flatten_all()?.to_vec1::<f32>()?;
         let expected = 1e-3 * 2f32.powf(-0.75);
         assert!(y.iter().all(|v| (v - expected).abs() < 1e-9));
+        Ok(())
+    }
+
+    /// The analytic gradient against central finite differences of the naive formula in f64-free
+    /// f32 arithmetic, for odd and even windows and a strong alpha so the cross terms matter.
+    #[test]
+    fn gradient_matches_finite_differences() -> anyhow::Result<()> {
+        let (n, c, h, w) = (2, 6, 2, 3);
+        let data = sample(n * c * h * w);
+        let probe: Vec<f32> = (0..data.len())
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.25)
+            .collect();
+        for (size, beta) in [(5, 0.75), (4, 0.6), (1, 0.75)] {
+            let p = LrnParams {
+                size,
+                alpha: 0.5,
+                beta,
+                k: 1.0,
+            };
+            let x = Var::from_vec(data.clone(), (n, c, h, w), &Device::Cpu)?;
+            let probe_t = Tensor::from_vec(probe.clone(), (n, c, h, w), &Device::Cpu)?;
+            let grads = (lrn(&x, p)? * &probe_t)?.sum_all()?.backward()?;
+            let analytic = grads
+                .get(&x)
+                .expect("gradient")
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let loss = |v: &[f32]| -> f64 {
+                (0..n)
+                    .flat_map(|i| lrn_naive(&v[i * c * h * w..(i + 1) * c * h * w], c, h * w, p))
+                    .zip(&probe)
+                    .map(|(a, &b)| a as f64 * b as f64)
+                    .sum()
+            };
+            let eps = 1e-2;
+            for i in 0..data.len() {
+                let mut plus = data.clone();
+                plus[i] += eps;
+                let mut minus = data.clone();
+                minus[i] -= eps;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+                assert!(
+                    (analytic[i] as f64 - numeric).abs() < 2e-3 * numeric.abs().max(1.0),
+                    "size {size} beta {beta} element {i}: {} vs {numeric}",
+                    analytic[i]
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -54,9 +54,44 @@ pub struct Pooled {
     pub input_hw: (usize, usize),
 }
 
-/// Max-pools an NCHW tensor and records the argmax of each window.
-pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
-    let (data, [n, c, h, w], device) = host_nchw(x)?;
+/// Max-pools one `h×w` plane into `vals` / `switches` (`oh×ow` each).
+fn pool_plane(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    pool: Pool2d,
+    vals: &mut [f32],
+    sw: &mut [u32],
+) {
+    let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+    for oy in 0..oh {
+        let y0 = oy * pool.stride;
+        let y1 = (y0 + pool.kernel).min(h);
+        for ox in 0..ow {
+            let x0 = ox * pool.stride;
+            let x1 = (x0 + pool.kernel).min(w);
+            let mut best = y0 * w + x0;
+            let mut best_v = plane[best];
+            for y in y0..y1 {
+                for (dx, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
+                    // `!(v <= best)` also lets a NaN win, as PyTorch does
+                    if v > best_v || (v.is_nan() && !best_v.is_nan()) {
+                        best_v = v;
+                        best = y * w + x0 + dx;
+                    }
+                }
+            }
+            vals[oy * ow + ox] = best_v;
+            sw[oy * ow + ox] = best as u32;
+        }
+    }
+}
+
+/// Pools every plane of contiguous NCHW data: `(values, switches, oh, ow)`.
+fn pool_all(
+    data: &[f32],
+    [n, c, h, w]: [usize; 4],
+    pool: Pool2d,
+) -> (Vec<f32>, Vec<u32>, usize, usize) {
     let (oh, ow) = (pool.output_len(h), pool.output_len(w));
     let mut values = vec![0f32; n * c * oh * ow];
     let mut switches = vec![0u32; n * c * oh * ow];
@@ -64,34 +99,68 @@ pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
         .par_chunks_mut(oh * ow)
         .zip(switches.par_chunks_mut(oh * ow))
         .zip(data.par_chunks(h * w))
-        .for_each(|((vals, sw), plane)| {
-            for oy in 0..oh {
-                let y0 = oy * pool.stride;
-                let y1 = (y0 + pool.kernel).min(h);
-                for ox in 0..ow {
-                    let x0 = ox * pool.stride;
-                    let x1 = (x0 + pool.kernel).min(w);
-                    let mut best = y0 * w + x0;
-                    let mut best_v = plane[best];
-                    for y in y0..y1 {
-                        for (dx, &v) in plane[y * w + x0..y * w + x1].iter().enumerate() {
-                            // `!(v <= best)` also lets a NaN win, as PyTorch does
-                            if v > best_v || (v.is_nan() && !best_v.is_nan()) {
-                                best_v = v;
-                                best = y * w + x0 + dx;
-                            }
-                        }
-                    }
-                    vals[oy * ow + ox] = best_v;
-                    sw[oy * ow + ox] = best as u32;
-                }
-            }
-        });
+        .for_each(|((vals, sw), plane)| pool_plane(plane, (h, w), pool, vals, sw));
+    (values, switches, oh, ow)
+}
+
+/// Max-pools an NCHW tensor and records the argmax of each window.
+pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
+    let (data, [n, c, h, w], device) = host_nchw(x)?;
+    let (values, switches, oh, ow) = pool_all(&data, [n, c, h, w], pool);
     Ok(Pooled {
         output: Tensor::from_vec(values, (n, c, oh, ow), &device)?,
         switches: Tensor::from_vec(switches, (n, c, oh, ow), &device)?,
         input_hw: (h, w),
     })
+}
+
+/// Max-pools an NCHW tensor, differentiably (a candle custom op whose backward routes each
+/// output's gradient to its window's maximum, summing where windows share one: the same rule as
+/// [`max_unpool`]). For training; other devices round-trip through host memory.
+pub fn max_pool(x: &Tensor, pool: Pool2d) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        return Ok(x.contiguous()?.apply_op1(MaxPoolOp(pool))?);
+    }
+    let host = x
+        .to_device(&Device::Cpu)?
+        .contiguous()?
+        .apply_op1(MaxPoolOp(pool))?;
+    Ok(host.to_device(x.device())?)
+}
+
+struct MaxPoolOp(Pool2d);
+
+impl candle_core::CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "zfnet-max-pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let data = match (s, l.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("max_pool: contiguous f32 input expected"),
+        };
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (values, _, oh, ow) = pool_all(data, [n, c, h, w], self.0);
+        Ok((candle_core::CpuStorage::F32(values), (n, c, oh, ow).into()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let msg = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+        let (data, [n, c, h, w], _) = host_nchw(arg).map_err(msg)?;
+        let (_, switches, oh, ow) = pool_all(&data, [n, c, h, w], self.0);
+        let switches = Tensor::from_vec(switches, (n, c, oh, ow), arg.device())?;
+        Ok(Some(max_unpool(grad, &switches, (h, w)).map_err(msg)?))
+    }
 }
 
 /// Places each pooled value back at its switch, zero elsewhere.
@@ -189,6 +258,49 @@ mod tests {
         let back = back.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(back[12], 36.0);
         assert_eq!(back.iter().sum::<f32>(), 36.0);
+        Ok(())
+    }
+
+    /// The pool's gradient against central finite differences, on distinct values (so no window's
+    /// maximum changes under the perturbation) with overlapping and clipped windows.
+    #[test]
+    fn gradient_matches_finite_differences() -> anyhow::Result<()> {
+        let (n, c, h, w) = (2, 2, 7, 6);
+        let len = n * c * h * w;
+        // a permutation of 0..len scaled: distinct, at least 0.1 apart
+        let data: Vec<f32> = (0..len).map(|i| ((i * 53) % len) as f32 * 0.1).collect();
+        let x = candle_core::Var::from_vec(data.clone(), (n, c, h, w), &Device::Cpu)?;
+        let y = max_pool(&x, Pool2d::OVERLAPPING_CEIL)?;
+        let probe: Vec<f32> = (0..y.elem_count()).map(|i| (i % 5) as f32 - 1.5).collect();
+        let probe_t = Tensor::from_vec(probe.clone(), y.shape(), &Device::Cpu)?;
+        let grads = (&y * &probe_t)?.sum_all()?.backward()?;
+        let analytic = grads
+            .get(&x)
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let loss = |v: &[f32]| -> anyhow::Result<f32> {
+            let t = Tensor::from_vec(v.to_vec(), (n, c, h, w), &Device::Cpu)?;
+            let pooled = max_pool_with_switches(&t, Pool2d::OVERLAPPING_CEIL)?.output;
+            Ok((pooled * &probe_t)?.sum_all()?.to_scalar::<f32>()?)
+        };
+        let eps = 0.01;
+        for i in 0..len {
+            let mut plus = data.clone();
+            plus[i] += eps;
+            let mut minus = data.clone();
+            minus[i] -= eps;
+            let numeric = (loss(&plus)? - loss(&minus)?) / (2.0 * eps);
+            assert!(
+                (analytic[i] - numeric).abs() < 1e-2,
+                "element {i}: {} vs {numeric}",
+                analytic[i]
+            );
+        }
+        assert!(
+            analytic.iter().any(|&g| g.abs() > 1.0),
+            "some windows share a switch"
+        );
         Ok(())
     }
 }

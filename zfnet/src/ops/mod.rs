@@ -1,9 +1,12 @@
 //! The layers candle lacks, written as plain kernels over contiguous `f32` NCHW data.
 //!
-//! candle 0.11 has no local response normalisation, no ceil-mode pooling and no max-pool indices.
+//! candle 0.11 has no local response normalisation, no ceil-mode pooling and no max-pool indices,
+//! and its conv2d backward is slow on the CPU. LRN, pooling and conv are candle custom ops with
+//! backward passes, so training differentiates through them.
 //! Each op here works on the CPU copy of a tensor, one image plane per rayon task; tensors on
 //! another device make a round trip through host memory (correct, not fast: see ARCHITECTURE.md).
 
+pub mod conv;
 pub mod lrn;
 pub mod maxpool;
 
