@@ -192,3 +192,38 @@ pub struct LayerActivations {
     pub max: Vec<f32>,
     pub map_shape: [usize; 2],
 }
+
+/// `GET /visualize/{layer}/{map}` without `image`: the map's strongest activations over the probe
+/// set (the paper's Fig. 2), strongest first, at most one per probe image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopActivations {
+    pub layer: String,
+    pub map: usize,
+    pub maps: usize,
+    /// Images in the probe set.
+    pub probe_images: usize,
+    /// Where the probe images came from (a folder name, for the caption).
+    pub probe_name: String,
+    pub entries: Vec<TopActivation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopActivation {
+    /// 0 = strongest.
+    pub rank: usize,
+    pub value: f32,
+    /// Probe image path relative to the probe folder.
+    pub image: String,
+    /// The image's class label when its folder names one of the model's classes.
+    pub label: Option<String>,
+    pub unit: UnitPosition,
+    pub receptive_field: PixelBox,
+    /// The input patch under the receptive field.
+    pub patch_url: String,
+    /// The single-unit deconvnet reconstruction of that patch.
+    pub reconstruction_url: String,
+    /// `POST` here to open the probe image as an uploaded image (returns `ImageResponse`).
+    pub open_url: String,
+}

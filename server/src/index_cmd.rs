@@ -48,6 +48,20 @@ pub fn build(
     if files.is_empty() {
         bail!("no JPEG, PNG or WebP images under {}", probe.display());
     }
+    let index = index_with_bar(&model, probe, &files, k, batch)?;
+    save(&index, out)?;
+    eprintln!("→ {}", out.display());
+    Ok(())
+}
+
+/// Indexes `files` with a progress bar, reporting skipped files and the rate.
+pub fn index_with_bar(
+    model: &zfnet::LoadedModel,
+    probe: &Path,
+    files: &[PathBuf],
+    k: usize,
+    batch: usize,
+) -> anyhow::Result<ProbeIndex> {
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -58,7 +72,7 @@ pub fn build(
     );
     let started = std::time::Instant::now();
     let (index, skipped) =
-        zfnet::probe::build_index(&model, probe, &files, k, batch, |done, skipped| {
+        zfnet::probe::build_index(model, probe, files, k, batch, |done, skipped| {
             bar.set_position(done as u64);
             if skipped > 0 {
                 bar.set_message(format!("{skipped} skipped"));
@@ -69,15 +83,62 @@ pub fn build(
     for s in &skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
     }
-    save(&index, out)?;
     eprintln!(
-        "indexed {} images ({} skipped) in {secs:.1}s ({:.1} images/s) → {}",
+        "indexed {} images ({} skipped) in {secs:.1}s ({:.1} images/s)",
         index.images.len(),
         skipped.len(),
         index.images.len() as f64 / secs.max(1e-9),
-        out.display()
     );
-    Ok(())
+    Ok(index)
+}
+
+/// The index of `probe` for `model`: loaded from `cache` if one there matches the weights and the
+/// images, otherwise built (with a progress bar) and saved there. An explicit `index` file must
+/// match, or this fails with the reason.
+pub fn probe_index(
+    model: &zfnet::LoadedModel,
+    probe: &Path,
+    index: Option<&Path>,
+    cache: &Path,
+) -> anyhow::Result<ProbeIndex> {
+    if let Some(path) = index {
+        let loaded = load(path)?;
+        zfnet::probe::verify(&loaded, &model.weights_sha256, probe)
+            .with_context(|| format!("index {} does not fit", path.display()))?;
+        return Ok(loaded);
+    }
+    let key = {
+        use sha2::{Digest, Sha256};
+        let root = probe.canonicalize().unwrap_or_else(|_| probe.to_path_buf());
+        let h = hex::encode(Sha256::digest(root.display().to_string().as_bytes()));
+        format!("index-{}-{}.json", &model.weights_sha256[..16], &h[..12])
+    };
+    let path = cache.join(key);
+    if path.exists() {
+        match load(&path).and_then(|i| {
+            zfnet::probe::verify(&i, &model.weights_sha256, probe)?;
+            Ok(i)
+        }) {
+            Ok(index) => {
+                eprintln!("probe index: {} ({} images, cached)", path.display(), index.images.len());
+                return Ok(index);
+            }
+            Err(e) => eprintln!("cached probe index is stale ({e:#}); rebuilding"),
+        }
+    }
+    let files = zfnet::probe::list_images(probe)?;
+    if files.is_empty() {
+        bail!("no JPEG, PNG or WebP images under {}", probe.display());
+    }
+    eprintln!(
+        "building the probe index of {} ({} images) for this model, once; later starts reuse {}",
+        probe.display(),
+        files.len(),
+        path.display()
+    );
+    let index = index_with_bar(model, probe, &files, 9, 16)?;
+    save(&index, &path)?;
+    Ok(index)
 }
 
 pub fn merge(parts: &[PathBuf], out: &Path) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ mod error;
 mod images;
 mod index_cmd;
 mod openapi;
+mod probes;
 mod routes;
 mod state;
 mod train_cmd;
@@ -53,6 +54,16 @@ enum Command {
         /// Largest request body in MiB.
         #[arg(long, default_value_t = 20)]
         max_body_mib: usize,
+        /// Probe images for top-9 views (searched recursively); indexed at start-up unless a
+        /// matching index is cached. Without it, top-9 views answer 404 no_probe_index.
+        #[arg(long)]
+        probe: Option<PathBuf>,
+        /// A prebuilt index of --probe (from `zfvis index`); it must match the weights and images.
+        #[arg(long, requires = "probe")]
+        index: Option<PathBuf>,
+        /// Where probe indexes and top-9 pictures are cached.
+        #[arg(long, env = "ZFVIS_CACHE", default_value = ".zfvis-cache")]
+        cache_dir: PathBuf,
     },
     /// Top-k activations of every conv map over a folder of probe images (or `index merge`).
     #[command(args_conflicts_with_subcommands = true)]
@@ -185,7 +196,17 @@ async fn run() -> anyhow::Result<()> {
             device,
             ui_dir,
             max_body_mib,
-        } => serve(addr, &weights, &device, &ui_dir, max_body_mib).await,
+            probe,
+            index,
+            cache_dir,
+        } => {
+            let probe = probe.map(|p| ProbeArgs {
+                dir: p,
+                index,
+                cache_dir,
+            });
+            serve(addr, &weights, &device, &ui_dir, max_body_mib, probe).await
+        }
         Command::Index {
             action: Some(IndexAction::Merge { parts, out }),
             ..
@@ -280,12 +301,19 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
+struct ProbeArgs {
+    dir: PathBuf,
+    index: Option<PathBuf>,
+    cache_dir: PathBuf,
+}
+
 async fn serve(
     addr: SocketAddr,
     weights: &Path,
     device: &str,
     ui_dir: &Path,
     max_body_mib: usize,
+    probe: Option<ProbeArgs>,
 ) -> anyhow::Result<()> {
     let device = zfnet::device::parse_device(device)?;
     let model = zfnet::LoadedModel::load(weights, &device).with_context(|| {
@@ -305,7 +333,20 @@ async fn serve(
         max_body_bytes: max_body_mib.max(1) * 1024 * 1024,
         ..Default::default()
     };
-    let state = Arc::new(state::AppState::new(model, limits));
+    let probes = match probe {
+        Some(p) => {
+            let index = tokio::task::block_in_place(|| {
+                index_cmd::probe_index(&model, &p.dir, p.index.as_deref(), &p.cache_dir)
+            })?;
+            Some(probes::ProbeSet::new(index, p.dir, &p.cache_dir, &model))
+        }
+        None => None,
+    };
+    let mut state = state::AppState::new(model, limits);
+    if let Some(p) = probes {
+        state = state.with_probes(p);
+    }
+    let state = Arc::new(state);
     let app = app(state, ui_dir);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

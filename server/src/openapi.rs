@@ -20,8 +20,10 @@ use utoipa::OpenApi;
         crate::visualize::activation_png,
         crate::visualize::patch_png,
         crate::visualize::projection_png,
+        crate::visualize::probe_picture,
+        crate::visualize::open_probe_image,
     ),
-    components(schemas(zfvis_api::ApiError))
+    components(schemas(zfvis_api::ApiError, zfvis_api::TopActivations))
 )]
 struct ApiDoc;
 

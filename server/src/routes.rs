@@ -36,6 +36,11 @@ pub fn api_router(state: Arc<AppState>) -> Router {
             "/images/{id}/patch/{layer}/{map}",
             get(visualize::patch_png),
         )
+        .route(
+            "/probe/{layer}/{map}/{rank}/{picture}",
+            get(visualize::probe_picture),
+        )
+        .route("/probe/images/{index}", post(visualize::open_probe_image))
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         // uploads enforce their own bound (crate::upload); everything else reads no body

@@ -37,6 +37,8 @@ pub struct AppState {
     pub images: crate::images::ImageStore,
     pub info: ModelInfo,
     pub limits: Limits,
+    /// The probe set for top-9 views, when the server was started with one.
+    pub probes: Option<crate::probes::ProbeSet>,
     jobs: Arc<Semaphore>,
 }
 
@@ -49,7 +51,23 @@ impl AppState {
             info,
             jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
             limits,
+            probes: None,
         }
+    }
+
+    pub fn with_probes(mut self, probes: crate::probes::ProbeSet) -> Self {
+        self.probes = Some(probes);
+        self
+    }
+
+    pub fn probes(&self) -> Result<&crate::probes::ProbeSet, AppError> {
+        self.probes.as_ref().ok_or_else(|| {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                "no_probe_index",
+                "this server has no probe set: start it with --probe DIR for top-9 views (or give ?image=ID)",
+            )
+        })
     }
 
     /// Runs CPU-heavy model work on the blocking pool, at most `max_concurrent_jobs` at once.

@@ -2,6 +2,7 @@
 
 use crate::error::AppError;
 use crate::images::{content_id, StoredImage};
+use crate::probes::{ensure_pictures, Picture};
 use crate::routes::top_k;
 use crate::state::{prepare_input, AppState};
 use crate::upload::ImageUpload;
@@ -16,7 +17,8 @@ use zfnet::deconv::{project, strongest_units, Selection};
 use zfnet::model::CONV_NAMES;
 use zfnet::receptive::receptive_field;
 use zfvis_api::{
-    ImageResponse, LayerActivations, PixelBox, ProjectionMode, UnitPosition, VisualizeResponse,
+    ImageResponse, LayerActivations, PixelBox, ProjectionMode, TopActivation, TopActivations,
+    UnitPosition, VisualizeResponse,
 };
 
 /// `conv1`…`conv5` or `1`…`5` → 0-based index.
@@ -93,9 +95,14 @@ pub async fn upload_image(
     State(state): State<Arc<AppState>>,
     ImageUpload(bytes): ImageUpload,
 ) -> Result<Json<ImageResponse>, AppError> {
+    Ok(Json(store_image(&state, bytes).await?))
+}
+
+/// Runs the traced forward pass on image bytes and keeps the trace under the content id.
+async fn store_image(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<ImageResponse, AppError> {
     let id = content_id(&bytes);
     if let Some(image) = state.images.get(&id) {
-        return Ok(Json(image.response.clone()));
+        return Ok(image.response.clone());
     }
     let trained = state.info.trained;
     let image = state
@@ -120,7 +127,7 @@ pub async fn upload_image(
         .await?;
     let response = image.response.clone();
     state.images.insert(response.id.clone(), Arc::new(image));
-    Ok(Json(response))
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/api/images/{id}", tag = "images",
@@ -243,23 +250,29 @@ fn unit_query(x: Option<u32>, y: Option<u32>) -> String {
     }
 }
 
-/// One feature map of one image: strongest activation, receptive field, and picture URLs.
+/// With `?image=ID`: one feature map of that image (strongest activation, receptive field,
+/// picture URLs), a `VisualizeResponse`. Without: the map's top-9 over the probe set, a
+/// `TopActivations`.
 #[utoipa::path(get, path = "/visualize/{layer}/{map}", tag = "visualize",
     params(("layer" = String, Path, description = "conv1…conv5 or 1…5"), ("map" = usize, Path), VisualizeQuery),
-    responses((status = 200, body = VisualizeResponse), (status = 404, body = zfvis_api::ApiError), (status = 422, body = zfvis_api::ApiError)))]
+    responses((status = 200, description = "VisualizeResponse with ?image, else TopActivations", body = VisualizeResponse),
+        (status = 404, body = zfvis_api::ApiError), (status = 422, body = zfvis_api::ApiError)))]
 pub async fn visualize(
     State(state): State<Arc<AppState>>,
     Path((layer_name, map)): Path<(String, usize)>,
     q: Result<Query<VisualizeQuery>, QueryRejection>,
-) -> Result<Json<VisualizeResponse>, AppError> {
+) -> Result<Response, AppError> {
     let q = query(q)?;
     let layer = parse_layer(&layer_name)?;
     let Some(id) = q.image else {
-        return Err(AppError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing_image",
-            "give ?image=ID (from POST /api/images); top-9 over the probe set needs the probe index, which this server has not built yet",
-        ));
+        if q.mode.is_some() || q.x.is_some() || q.y.is_some() {
+            return Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_image",
+                "mode, x and y refer to an image: give ?image=ID too (from POST /api/images)",
+            ));
+        }
+        return Ok(Json(top_activations(&state, layer, map).await?).into_response());
     };
     let image = stored(&state, &id)?;
     let (maps, h, w) = check_map(&image, layer, map)?;
@@ -300,7 +313,114 @@ pub async fn visualize(
             "/api/images/{id}/patch/{name}/{map}?{}",
             unit.trim_start_matches('&')
         ),
-    }))
+    })
+    .into_response())
+}
+
+/// The map's top-k over the probe set, with the pictures of every entry on disk.
+async fn top_activations(
+    state: &Arc<AppState>,
+    layer: usize,
+    map: usize,
+) -> Result<TopActivations, AppError> {
+    ensure_pictures(state, layer, map).await?;
+    let probes = state.probes()?;
+    let hits = probes.hits(layer, map)?;
+    let rf = receptive_field(state.model.net.arch, layer);
+    let name = CONV_NAMES[layer];
+    let entries = hits
+        .iter()
+        .enumerate()
+        .map(|(rank, hit)| {
+            let b = rf.unit_box(hit.y as usize, hit.x as usize);
+            let base = format!("/api/probe/{name}/{map}/{rank}");
+            TopActivation {
+                rank,
+                value: hit.value,
+                image: probes.index.images[hit.image as usize].path.clone(),
+                label: probes.labels[hit.image as usize].clone(),
+                unit: UnitPosition {
+                    x: hit.x as u32,
+                    y: hit.y as u32,
+                },
+                receptive_field: PixelBox {
+                    x0: b.x0,
+                    y0: b.y0,
+                    x1: b.x1,
+                    y1: b.y1,
+                },
+                patch_url: format!("{base}/patch.png"),
+                reconstruction_url: format!("{base}/reconstruction.png"),
+                open_url: format!("/api/probe/images/{}", hit.image),
+            }
+        })
+        .collect();
+    Ok(TopActivations {
+        layer: name.into(),
+        map,
+        maps: probes.index.layers[layer].hits.len(),
+        probe_images: probes.index.images.len(),
+        probe_name: probes.name.clone(),
+        entries,
+    })
+}
+
+/// A top-k entry's patch or reconstruction (`patch.png` or `reconstruction.png`).
+#[utoipa::path(get, path = "/api/probe/{layer}/{map}/{rank}/{picture}", tag = "visualize",
+    params(("layer" = String, Path), ("map" = usize, Path), ("rank" = usize, Path),
+        ("picture" = String, Path, description = "patch.png or reconstruction.png")),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = zfvis_api::ApiError)))]
+pub async fn probe_picture(
+    State(state): State<Arc<AppState>>,
+    Path((layer, map, rank, picture)): Path<(String, usize, usize, String)>,
+) -> Result<Response, AppError> {
+    let layer = parse_layer(&layer)?;
+    let kind = Picture::parse(&picture).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_picture",
+            format!("no picture '{picture}': use patch.png or reconstruction.png"),
+        )
+    })?;
+    let probes = state.probes()?;
+    let hit = *probes.hits(layer, map)?.get(rank).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "rank_out_of_range",
+            format!("this map has {} entries; there is no rank {rank}", probes.index.k),
+        )
+    })?;
+    let path = probes.picture_path(&hit, layer, map, kind);
+    if !path.exists() {
+        ensure_pictures(&state, layer, map).await?;
+    }
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| AppError::internal(format!("reading {}: {e}", path.display())))?;
+    Ok(png_response(Arc::new(bytes)))
+}
+
+/// Opens probe image `index` as if it had been uploaded.
+#[utoipa::path(post, path = "/api/probe/images/{index}", tag = "images",
+    params(("index" = usize, Path)),
+    responses((status = 200, body = ImageResponse), (status = 404, body = zfvis_api::ApiError)))]
+pub async fn open_probe_image(
+    State(state): State<Arc<AppState>>,
+    Path(index): Path<usize>,
+) -> Result<Json<ImageResponse>, AppError> {
+    let probes = state.probes()?;
+    let image = probes.index.images.get(index).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "image_not_found",
+            format!("the probe set has {} images; there is no {index}", probes.index.images.len()),
+        )
+    })?;
+    let path = probes.root.join(&image.path);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| AppError::internal(format!("reading {}: {e}", path.display())))?;
+    Ok(Json(store_image(&state, bytes).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

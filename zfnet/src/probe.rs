@@ -153,3 +153,104 @@ pub fn build_index(
         skipped,
     ))
 }
+
+/// Checks that `index` belongs to the weights with hash `weights_sha256` and that every probe
+/// image under `root` is still the file that was indexed.
+pub fn verify(index: &ProbeIndex, weights_sha256: &str, root: &Path) -> Result<()> {
+    if index.weights_sha256 != weights_sha256 {
+        return Err(Error::Invalid(format!(
+            "the index was built for other weights (sha256 {}…, the model is {}…): rebuild it with `zfvis index`",
+            &index.weights_sha256[..12.min(index.weights_sha256.len())],
+            &weights_sha256[..12.min(weights_sha256.len())]
+        )));
+    }
+    let changed: Vec<&str> = index
+        .images
+        .par_iter()
+        .filter(|img| {
+            std::fs::read(root.join(&img.path))
+                .map(|bytes| hex::encode(Sha256::digest(&bytes)) != img.sha256)
+                .unwrap_or(true)
+        })
+        .map(|img| img.path.as_str())
+        .collect();
+    if let Some(first) = changed.first() {
+        return Err(Error::Invalid(format!(
+            "{} of the {} indexed probe images under {} are missing or changed (first: {first}): rebuild the index",
+            changed.len(),
+            index.images.len(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The pictures of one top-k hit: the input patch under the unit's receptive field and the
+/// single-unit deconvnet reconstruction of that patch (same rendering as an uploaded image's).
+pub struct HitPictures {
+    pub patch: image::RgbImage,
+    pub reconstruction: image::RgbImage,
+}
+
+/// Patches and reconstructions of `hits` (of map `map` of conv layer `layer`), computed in one
+/// batch: one traced forward of the hits' images, one projection with one unit per image.
+pub fn hit_pictures(
+    model: &LoadedModel,
+    root: &Path,
+    index: &ProbeIndex,
+    layer: usize,
+    map: usize,
+    hits: &[crate::topk::Hit],
+) -> Result<Vec<HitPictures>> {
+    if hits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prepared = hits
+        .par_iter()
+        .map(|hit| {
+            let image = index.images.get(hit.image as usize).ok_or_else(|| {
+                Error::Invalid(format!("hit refers to image {} not in the index", hit.image))
+            })?;
+            let path = root.join(&image.path);
+            let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(crate::preprocess::prepare(&bytes, &model.manifest.preprocess)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let side = crate::arch::INPUT_SIZE;
+    let data: Vec<f32> = prepared.iter().flat_map(|p| p.data.iter().copied()).collect();
+    let x = Tensor::from_vec(data, (hits.len(), 3, side, side), model.net.device())?;
+    let trace = model.net.forward_trace(&x)?;
+    let units = hits.iter().map(|h| (h.y as usize, h.x as usize)).collect();
+    let projection = crate::deconv::project(
+        &model.net,
+        &trace,
+        layer,
+        map,
+        &crate::deconv::Selection::Units(units),
+    )?;
+    let data = projection
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    let rf = crate::receptive::receptive_field(model.net.arch, layer);
+    let plane = 3 * side * side;
+    Ok(hits
+        .iter()
+        .zip(&prepared)
+        .enumerate()
+        .map(|(i, (hit, prep))| {
+            let region = rf.unit_box(hit.y as usize, hit.x as usize);
+            HitPictures {
+                patch: crate::render::crop(&prep.crop, region),
+                reconstruction: crate::render::projection_image(
+                    &data[i * plane..(i + 1) * plane],
+                    side,
+                    region,
+                ),
+            }
+        })
+        .collect())
+}

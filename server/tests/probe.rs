@@ -1,0 +1,184 @@
+//! Top-9 over a probe set through a real server: `/visualize/{layer}/{map}` without an image,
+//! its pictures, opening a probe image, and refusing an index that does not fit.
+
+mod common;
+
+use common::{fixture_weights, get_json, repo_root, Server};
+use std::path::PathBuf;
+use std::process::Command;
+use zfvis_api::{ImageResponse, TopActivations, VisualizeResponse};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zfvis-probe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn demo() -> PathBuf {
+    repo_root().join("web/assets/demo")
+}
+
+fn rgb(png: &[u8]) -> image::RgbImage {
+    image::load_from_memory(png).expect("PNG").to_rgb8()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top9_entries_match_the_single_image_views() {
+    let cache = scratch("serve");
+    let weights = fixture_weights();
+    let server = Server::start(
+        &weights,
+        &[
+            "--probe",
+            demo().to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    for (layer, map) in [("conv5", 3usize), ("conv1", 0), ("conv3", 11)] {
+        let top: TopActivations =
+            get_json(&client, &format!("{}/visualize/{layer}/{map}", server.url)).await;
+        assert_eq!(top.probe_images, 12, "the 12 demo photos");
+        assert_eq!(top.entries.len(), 9);
+        let mut images: Vec<&str> = top.entries.iter().map(|e| e.image.as_str()).collect();
+        images.sort();
+        images.dedup();
+        assert_eq!(images.len(), 9, "one entry per image");
+        assert!(top.entries.windows(2).all(|w| w[0].value >= w[1].value));
+        for entry in [&top.entries[0], &top.entries[8]] {
+            // open the probe image as an uploaded one: its own view agrees with the index
+            let opened: ImageResponse = client
+                .post(format!("{}{}", server.url, entry.open_url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let view: VisualizeResponse = get_json(
+                &client,
+                &format!("{}/visualize/{layer}/{map}?image={}", server.url, opened.id),
+            )
+            .await;
+            assert!(
+                (view.max - entry.value).abs() <= 1e-4 * view.max.abs().max(1.0),
+                "{layer}/{map}: index says {}, the image's own trace {}",
+                entry.value,
+                view.max
+            );
+            assert_eq!(view.position, entry.unit);
+            assert_eq!(view.receptive_field, entry.receptive_field);
+            let get = |url: String| {
+                let client = client.clone();
+                async move { client.get(url).send().await.unwrap().bytes().await.unwrap() }
+            };
+            let patch = get(format!("{}{}", server.url, entry.patch_url)).await;
+            let own_patch = get(format!("{}{}", server.url, view.patch_url)).await;
+            assert_eq!(patch, own_patch, "the same patch as the image's own view");
+            let recon = rgb(&get(format!("{}{}", server.url, entry.reconstruction_url)).await);
+            let own = rgb(&get(format!("{}{}", server.url, view.projection_url)).await);
+            assert_eq!(recon.dimensions(), own.dimensions());
+            let worst = recon
+                .as_raw()
+                .iter()
+                .zip(own.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(worst <= 2, "batched reconstruction differs by {worst} levels");
+        }
+    }
+    // the pictures are cached on disk
+    let cached = walk_pngs(&cache.join("pictures"));
+    assert_eq!(cached, 3 * 9 * 2);
+    let errors = [
+        ("/visualize/conv5/256", 404, "map_out_of_range"),
+        ("/api/probe/conv5/3/9/patch.png", 404, "rank_out_of_range"),
+        ("/api/probe/conv5/3/0/other.png", 404, "unknown_picture"),
+    ];
+    for (path, status, code) in errors {
+        let resp = client.get(format!("{}{path}", server.url)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let body: zfvis_api::ApiError = resp.json().await.unwrap();
+        assert_eq!(body.code, code, "{path}");
+    }
+    let resp = client
+        .post(format!("{}/api/probe/images/99", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    drop(server);
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+fn walk_pngs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk_pngs(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "png"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn serve_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--ui-dir", "/nonexistent"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve should refuse {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_index_for_other_weights_or_changed_images_is_refused() {
+    let tmp = scratch("refuse");
+    let probe = tmp.join("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    for name in ["dog.jpg", "kite.jpg", "coffee.png"] {
+        std::fs::copy(demo().join(name), probe.join(name)).unwrap();
+    }
+    let index = tmp.join("index.json");
+    let weights = fixture_weights();
+    let status = Command::new(env!("CARGO_BIN_EXE_zfvis"))
+        .args(["index", "--probe", probe.to_str().unwrap(), "--out"])
+        .arg(&index)
+        .arg("--weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let other = repo_root().join("tests/fixtures/alexnet-narrow.safetensors");
+    let err = serve_fails(&[
+        "--weights",
+        other.to_str().unwrap(),
+        "--probe",
+        probe.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+    ]);
+    assert!(err.contains("other weights"), "{err}");
+    std::fs::copy(demo().join("eagle.jpg"), probe.join("kite.jpg")).unwrap();
+    let err = serve_fails(&[
+        "--weights",
+        weights.to_str().unwrap(),
+        "--probe",
+        probe.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+    ]);
+    assert!(err.contains("missing or changed") && err.contains("kite.jpg"), "{err}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
