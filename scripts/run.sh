@@ -9,5 +9,14 @@ cargo build -p zfvis ${ZFVIS_FEATURES:+--features "$ZFVIS_FEATURES"}
 bash scripts/build-web.sh
 ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
 "$ZFVIS" init-weights   # writes the seeded placeholder only if no trained weights are there
-echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ (Ctrl+C stops)"
-exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" "$@"
+# The probe set for top-9 views: $ZFVIS_PROBE, else Imagenette val beside the checkout (never
+# copied into the repo), else the committed demo photos. Indexed once per model, then cached.
+PROBE="${ZFVIS_PROBE:-$ROOT/../shared/datasets/imagenette/val}"
+if [ ! -d "$PROBE" ]; then
+  echo "zfvis: no probe set at $PROBE (set ZFVIS_PROBE=DIR for your own);"
+  echo "       using the 12 demo photos in web/assets/demo instead"
+  PROBE="$ROOT/web/assets/demo"
+fi
+echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ once it says 'listening' (Ctrl+C stops)"
+exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" \
+  --probe "$PROBE" "$@"

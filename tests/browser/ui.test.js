@@ -17,8 +17,11 @@ let server, url, browser;
 
 function startServer() {
   return new Promise((resolve, reject) => {
+    // the demo photos as the probe set (12 images: every map has a full top-9), cached per run
+    const cache = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'zfvis-ui-'));
     const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--weights', WEIGHTS,
-      '--ui-dir', path.join(ROOT, 'dist')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      '--ui-dir', path.join(ROOT, 'dist'), '--probe', path.join(ROOT, 'web', 'assets', 'demo'),
+      '--cache-dir', cache], { stdio: ['ignore', 'pipe', 'inherit'] });
     const timer = setTimeout(() => reject(new Error('zfvis did not start in 60 s')), 60000);
     child.on('exit', code => reject(new Error(`zfvis exited with ${code}`)));
     child.stdout.on('data', data => {
@@ -146,6 +149,40 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   await page.waitForFunction(() => location.hash.endsWith('/unit'), null, { timeout: 10000 });
   await page.waitForFunction(() => /mode=unit/.test(document.querySelector('#projection-img')?.getAttribute('src') || ''),
     null, { timeout: 30000 });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a map shows its top-9 over the probe set, patch beside reconstruction; a click opens that image', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'kite.jpg'));
+  await page.locator('#map-grid .map').first().waitFor({ timeout: 30000 });
+  await page.locator('button.tab[data-layer="conv5"]').click();
+  await page.waitForFunction(() => document.querySelectorAll('#map-grid .map').length > 96, null, { timeout: 30000 });
+  await page.locator('#map-grid .map').first().click();
+  await page.locator('#top9-grid .top9-pair').nth(8).waitFor({ timeout: 60000 });
+  assert.equal(await page.locator('#top9-grid .top9-pair').count(), 9);
+  for (let i = 0; i < 9; i++) {
+    for (const cls of ['patch', 'recon']) {
+      await page.waitForFunction(([i, cls]) => {
+        const img = document.querySelectorAll('#top9-grid .top9-pair')[i].querySelector('img.' + cls);
+        return img && img.complete && img.naturalWidth > 0;
+      }, [i, cls], { timeout: 30000 });
+    }
+  }
+  // the grid shows what the API lists, strongest first
+  const [, id, layer, map] = (await page.evaluate(() => location.hash)).split('/');
+  const top = await (await fetch(`${url}visualize/${layer}/${map}`)).json();
+  const titles = await page.locator('#top9-grid .top9-pair').evaluateAll(els => els.map(e => e.title));
+  assert.deepEqual(titles.map(t => t.split(' · ')[1]), top.entries.map(e => e.image));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'top9.png'), fullPage: true });
+
+  await page.locator('#top9-grid .top9-pair').nth(0).click();
+  await page.waitForFunction(old => location.hash.split('/')[1] !== old, id, { timeout: 30000 });
+  await page.locator('#map-title').waitFor({ timeout: 30000 });
+  assert.match(await page.locator('#map-title').textContent(), new RegExp(`${layer} · map ${map} of`));
+  const opened = await page.locator('#preview').getAttribute('src');
+  assert.ok(opened, 'the probe image is now the current image');
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -75,3 +75,11 @@ pub async fn get_blob(url: &str) -> ApiResult<Blob> {
     let blob = JsFuture::from(promise).await.map_err(js_message)?;
     blob.dyn_into::<Blob>().map_err(js_message)
 }
+
+/// POSTs with no body (actions such as opening a probe image).
+pub async fn post_empty<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    decode(send(request).await?).await
+}

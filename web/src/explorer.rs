@@ -3,7 +3,7 @@
 
 use crate::api;
 use leptos::prelude::*;
-use zfvis_api::{LayerActivations, ProjectionMode, VisualizeResponse};
+use zfvis_api::{ImageResponse, LayerActivations, ProjectionMode, TopActivations, VisualizeResponse};
 
 pub const LAYERS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
 
@@ -216,6 +216,70 @@ fn MapView(
                     }
                 })}
             </Suspense>
+            <TopNine layer=layer map=map />
+        </section>
+    }
+}
+
+/// The map's nine strongest activations over the probe set: each input patch beside its
+/// deconvnet reconstruction (the paper's Fig. 2). Clicking one opens that probe image.
+#[component]
+fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
+    let top = LocalResource::new(move || {
+        let (layer, map) = (layer.get(), map.get());
+        async move {
+            let map = map?;
+            Some(api::get_json::<TopActivations>(&format!("/visualize/{layer}/{map}")).await)
+        }
+    });
+    let (opening, set_opening) = signal(None::<String>);
+    let open = move |url: String, layer: String, map: usize| {
+        set_opening.set(Some("opening the probe image…".into()));
+        leptos::task::spawn_local(async move {
+            match api::post_empty::<ImageResponse>(&url).await {
+                Ok(img) => {
+                    set_opening.set(None);
+                    if let Some(w) = web_sys::window() {
+                        let _ = w.location().set_hash(&format!("#/{}/{layer}/{map}/unit", img.id));
+                    }
+                }
+                Err(e) => set_opening.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <section class="topnine" id="top9">
+            <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"finding the top-9 over the probe set…"</div> }>
+                {move || top.get().flatten().map(|t| match t {
+                    Err(e) => view! { <p class="hint" id="top9-missing">{format!("top-9: {e}")}</p> }.into_any(),
+                    Ok(t) => {
+                        let caption = format!(
+                            "top {} of {} · map {} over {} probe images ({}): patch | reconstruction; click to open",
+                            t.entries.len(), t.layer, t.map, t.probe_images, t.probe_name);
+                        let (layer, map) = (t.layer.clone(), t.map);
+                        view! {
+                            <h3>{caption}</h3>
+                            <div class="top9-grid" id="top9-grid">
+                                {t.entries.into_iter().map(|e| {
+                                    let url = e.open_url.clone();
+                                    let layer = layer.clone();
+                                    let label = e.label.clone().unwrap_or_else(|| e.image.clone());
+                                    let title = format!("#{} {:.3} · {}", e.rank + 1, e.value, e.image);
+                                    view! {
+                                        <button class="top9-pair" title=title
+                                            on:click=move |_| open(url.clone(), layer.clone(), map)>
+                                            <img class="patch" src=e.patch_url alt="probe patch" />
+                                            <img class="recon" src=e.reconstruction_url alt="reconstruction" />
+                                            <span class="top9-label">{format!("{:.2} · {label}", e.value)}</span>
+                                        </button>
+                                    }
+                                }).collect_view()}
+                            </div>
+                        }.into_any()
+                    }
+                })}
+            </Suspense>
+            {move || opening.get().map(|m| view! { <p class="meta">{m}</p> })}
         </section>
     }
 }
