@@ -120,7 +120,11 @@ pub fn probe_index(
             Ok(i)
         }) {
             Ok(index) => {
-                eprintln!("probe index: {} ({} images, cached)", path.display(), index.images.len());
+                eprintln!(
+                    "probe index: {} ({} images, cached)",
+                    path.display(),
+                    index.images.len()
+                );
                 return Ok(index);
             }
             Err(e) => eprintln!("cached probe index is stale ({e:#}); rebuilding"),

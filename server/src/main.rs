@@ -1,5 +1,6 @@
 //! `zfvis`: the server and the command line around the ZFNet model.
 
+mod alloc;
 mod error;
 mod images;
 mod index_cmd;
@@ -221,6 +222,7 @@ async fn run() -> anyhow::Result<()> {
             batch,
             top,
         } => {
+            alloc::keep_freed_memory();
             let probe = probe.context("give --probe DIR (the images to index)")?;
             let out = out.context("give --out FILE (where to write the index)")?;
             tokio::task::block_in_place(|| {
@@ -251,6 +253,7 @@ async fn run() -> anyhow::Result<()> {
             checkpoint_secs,
             max_steps,
         } => {
+            alloc::keep_freed_memory();
             let defaults = zfnet::train::TrainConfig::default();
             let config = zfnet::train::TrainConfig {
                 epochs: epochs.unwrap_or(defaults.epochs),

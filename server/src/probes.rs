@@ -37,7 +37,12 @@ impl Picture {
 }
 
 impl ProbeSet {
-    pub fn new(index: ProbeIndex, root: PathBuf, cache_dir: &Path, model: &zfnet::LoadedModel) -> ProbeSet {
+    pub fn new(
+        index: ProbeIndex,
+        root: PathBuf,
+        cache_dir: &Path,
+        model: &zfnet::LoadedModel,
+    ) -> ProbeSet {
         let classes = &model.manifest.classes;
         let labels = index
             .images
@@ -117,7 +122,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Makes sure every hit of (layer, map) has its patch and reconstruction on disk, computing the
 /// missing ones in one batch.
-pub async fn ensure_pictures(state: &Arc<AppState>, layer: usize, map: usize) -> Result<(), AppError> {
+pub async fn ensure_pictures(
+    state: &Arc<AppState>,
+    layer: usize,
+    map: usize,
+) -> Result<(), AppError> {
     let probes = state.probes()?;
     let hits = probes.hits(layer, map)?;
     let missing: Vec<Hit> = hits
@@ -137,8 +146,14 @@ pub async fn ensure_pictures(state: &Arc<AppState>, layer: usize, map: usize) ->
     state
         .run_blocking(move |model| {
             let probes = state2.probes()?;
-            let pictures =
-                zfnet::probe::hit_pictures(model, &probes.root, &probes.index, layer, map, &missing)?;
+            let pictures = zfnet::probe::hit_pictures(
+                model,
+                &probes.root,
+                &probes.index,
+                layer,
+                map,
+                &missing,
+            )?;
             for (hit, pics) in missing.iter().zip(pictures) {
                 for (kind, img) in [
                     (Picture::Patch, &pics.patch),

@@ -387,7 +387,10 @@ pub async fn probe_picture(
         AppError::new(
             StatusCode::NOT_FOUND,
             "rank_out_of_range",
-            format!("this map has {} entries; there is no rank {rank}", probes.index.k),
+            format!(
+                "this map has {} entries; there is no rank {rank}",
+                probes.index.k
+            ),
         )
     })?;
     let path = probes.picture_path(&hit, layer, map, kind);
@@ -413,7 +416,10 @@ pub async fn open_probe_image(
         AppError::new(
             StatusCode::NOT_FOUND,
             "image_not_found",
-            format!("the probe set has {} images; there is no {index}", probes.index.images.len()),
+            format!(
+                "the probe set has {} images; there is no {index}",
+                probes.index.images.len()
+            ),
         )
     })?;
     let path = probes.root.join(&image.path);

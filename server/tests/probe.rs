@@ -87,7 +87,10 @@ async fn top9_entries_match_the_single_image_views() {
                 .map(|(a, b)| a.abs_diff(*b))
                 .max()
                 .unwrap();
-            assert!(worst <= 2, "batched reconstruction differs by {worst} levels");
+            assert!(
+                worst <= 2,
+                "batched reconstruction differs by {worst} levels"
+            );
         }
     }
     // the pictures are cached on disk
@@ -99,7 +102,11 @@ async fn top9_entries_match_the_single_image_views() {
         ("/api/probe/conv5/3/0/other.png", 404, "unknown_picture"),
     ];
     for (path, status, code) in errors {
-        let resp = client.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let resp = client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), status, "{path}");
         let body: zfvis_api::ApiError = resp.json().await.unwrap();
         assert_eq!(body.code, code, "{path}");
@@ -179,6 +186,9 @@ fn an_index_for_other_weights_or_changed_images_is_refused() {
         "--index",
         index.to_str().unwrap(),
     ]);
-    assert!(err.contains("missing or changed") && err.contains("kite.jpg"), "{err}");
+    assert!(
+        err.contains("missing or changed") && err.contains("kite.jpg"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&tmp).unwrap();
 }

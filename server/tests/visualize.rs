@@ -182,7 +182,11 @@ async fn visualize_errors_are_json() {
             "bad_query",
         ),
         ("/visualize/conv2/0".to_string(), 404, "no_probe_index"),
-        ("/visualize/conv2/0?mode=map".to_string(), 422, "missing_image"),
+        (
+            "/visualize/conv2/0?mode=map".to_string(),
+            422,
+            "missing_image",
+        ),
         (
             format!("/api/images/{}/projection/conv3/48", image.id),
             404,

@@ -3,7 +3,9 @@
 
 use crate::api;
 use leptos::prelude::*;
-use zfvis_api::{ImageResponse, LayerActivations, ProjectionMode, TopActivations, VisualizeResponse};
+use zfvis_api::{
+    ImageResponse, LayerActivations, ProjectionMode, TopActivations, VisualizeResponse,
+};
 
 pub const LAYERS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
 
@@ -240,7 +242,9 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
                 Ok(img) => {
                     set_opening.set(None);
                     if let Some(w) = web_sys::window() {
-                        let _ = w.location().set_hash(&format!("#/{}/{layer}/{map}/unit", img.id));
+                        let _ = w
+                            .location()
+                            .set_hash(&format!("#/{}/{layer}/{map}/unit", img.id));
                     }
                 }
                 Err(e) => set_opening.set(Some(e)),

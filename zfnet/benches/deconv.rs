@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p zfnet --bench deconv`
 
+/// The allocator the zfvis binary uses, so timings match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 use zfnet::arch::Architecture;

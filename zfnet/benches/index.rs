@@ -5,6 +5,10 @@
 //! `cargo bench -p zfnet --bench index` (probe images: $ZFVIS_PROBE, else Imagenette val beside
 //! the repo, else the demo photos; the first 160 of them)
 
+/// The allocator the zfvis binary uses, so timings match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -14,6 +18,13 @@ use zfnet::manifest::{imagenette_classes, Manifest, Preprocess};
 use zfnet::LoadedModel;
 
 fn main() -> anyhow::Result<()> {
+    // as `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages
+    // SAFETY: option setters of the linked mimalloc; 15 = mi_option_purge_delay, checked first.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(15) == 10 {
+            libmimalloc_sys::mi_option_set(15, -1);
+        }
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let probe = std::env::var_os("ZFVIS_PROBE")
         .map(PathBuf::from)

@@ -4,10 +4,14 @@
 //!
 //! `cargo bench -p zfnet --bench train`
 
+/// The allocator the zfvis binary uses, so timings match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use candle_core::{Device, Tensor, Var};
 use std::time::Instant;
 use zfnet::arch::Architecture;
-use zfnet::ops::conv::conv2d;
+use zfnet::ops::conv::conv2d_relu;
 use zfnet::train::forward_train;
 
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -24,6 +28,13 @@ fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // as `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages
+    // SAFETY: option setters of the linked mimalloc; 15 = mi_option_purge_delay, checked first.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(15) == 10 {
+            libmimalloc_sys::mi_option_set(15, -1);
+        }
+    }
     let device = Device::Cpu;
     let arch = Architecture::Zfnet;
     let batch = 32;
@@ -59,25 +70,32 @@ fn main() -> anyhow::Result<()> {
         train_rate / fwd_rate
     );
 
-    println!("\nper conv layer, batch {batch}: ours (im2col + GEMM) vs candle conv2d");
+    println!("\nper conv layer, batch {batch}: ours (fused conv + bias + ReLU) vs candle conv2d + bias + ReLU");
     let mut input = x.clone();
     for (i, conv) in net.convs.iter().enumerate() {
         let xin = Var::from_tensor(&input)?;
         let w = Var::from_tensor(&conv.weight)?;
+        let b = Var::from_tensor(&conv.bias)?;
+        let c = conv.out_channels();
         let (s, p) = (conv.spec.stride, conv.spec.padding);
+        let theirs = || -> candle_core::Result<Tensor> {
+            xin.conv2d(&w, p, s, 1, 1)?
+                .broadcast_add(&b.reshape((1, c, 1, 1))?)?
+                .relu()
+        };
         let ours_f = median_ms(3, || {
-            conv2d(&xin, &w, s, p).expect("conv");
+            conv2d_relu(&xin, &w, &b, s, p).expect("conv");
         });
         let theirs_f = median_ms(3, || {
-            xin.conv2d(&w, p, s, 1, 1).expect("conv");
+            theirs().expect("conv");
         });
         let ours_b = median_ms(3, || {
-            conv2d(&xin, &w, s, p)
+            conv2d_relu(&xin, &w, &b, s, p)
                 .and_then(|y| Ok(y.sum_all()?.backward()?))
                 .expect("backward");
         });
         let theirs_b = median_ms(3, || {
-            xin.conv2d(&w, p, s, 1, 1)
+            theirs()
                 .and_then(|y| y.sum_all()?.backward())
                 .expect("backward");
         });

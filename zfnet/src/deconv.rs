@@ -22,7 +22,6 @@ use crate::model::{Trace, ZfNet};
 use crate::ops::maxpool::max_unpool;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
 /// Which activations of the chosen feature map start the projection.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,8 +141,9 @@ pub fn project(
 /// (`[c_out, c_in, k, k]`), the adjoint of `conv2d(·, weight, stride, padding)`, for an input side
 /// of `out_side`: `[n, c_in, out_side, out_side]`.
 ///
-/// Written as a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
-/// col2im scatter-add, which is several times faster than candle's direct-loop conv_transpose2d.
+/// Per image a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
+/// col2im scatter-add ([`crate::ops::conv::conv_transpose_host`], shared with the conv backward),
+/// several times faster than candle's direct-loop conv_transpose2d.
 pub fn conv_transpose(
     x: &Tensor,
     weight: &Tensor,
@@ -153,50 +153,32 @@ pub fn conv_transpose(
 ) -> Result<Tensor> {
     let (n, c_out, h, w) = x.dims4()?;
     let (wc_out, c_in, k, k2) = weight.dims4()?;
-    if wc_out != c_out || k != k2 {
+    let g = crate::ops::conv::ConvGeometry {
+        c_in,
+        c_out,
+        k,
+        stride,
+        padding,
+        h: out_side,
+        w: out_side,
+    };
+    if wc_out != c_out || k != k2 || out_side + 2 * padding < k || g.out_hw() != (h, w) {
         return Err(Error::Shape(format!(
-            "conv_transpose: x {:?} vs weight {:?}",
+            "conv_transpose: x {:?} vs weight {:?} for a {out_side}² input",
             x.dims(),
             weight.dims()
         )));
     }
-    let wt = weight.reshape((c_out, c_in * k * k))?.t()?.contiguous()?; // [c_in·k·k, c_out]
-    let cols = wt
-        .broadcast_left(n)?
-        .matmul(&x.reshape((n, c_out, h * w))?.contiguous()?)?; // [n, c_in·k·k, h·w]
-    let cols = cols
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_device(&Device::Cpu)?
-        .to_vec1::<f32>()?;
-    let side = out_side;
-    let mut out = vec![0f32; n * c_in * side * side];
-    // col2im: tap (ci, ky, kx) of output cell (oy, ox) lands on input pixel
-    // (oy·stride + ky − padding, ox·stride + kx − padding).
-    out.par_chunks_mut(side * side)
-        .enumerate()
-        .for_each(|(plane_index, dst)| {
-            let (img, ci) = (plane_index / c_in, plane_index % c_in);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = (ci * k + ky) * k + kx;
-                    let src = &cols[(img * c_in * k * k + row) * h * w..][..h * w];
-                    for oy in 0..h {
-                        let iy = (oy * stride + ky) as isize - padding as isize;
-                        if iy < 0 || iy >= side as isize {
-                            continue;
-                        }
-                        let dst_row = &mut dst[iy as usize * side..][..side];
-                        let src_row = &src[oy * w..][..w];
-                        for (ox, &v) in src_row.iter().enumerate() {
-                            let ix = (ox * stride + kx) as isize - padding as isize;
-                            if ix >= 0 && (ix as usize) < side {
-                                dst_row[ix as usize] += v;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    Ok(Tensor::from_vec(out, (n, c_in, side, side), x.device())?)
+    let host = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(t.to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?)
+    };
+    let out = crate::ops::conv::conv_transpose_host(&host(x)?, n, &host(weight)?, &g);
+    Ok(Tensor::from_vec(
+        out,
+        (n, c_in, out_side, out_side),
+        x.device(),
+    )?)
 }

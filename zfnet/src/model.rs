@@ -42,11 +42,15 @@ impl Conv {
         self.weight.dims()[0]
     }
 
-    /// `conv(x) + bias`, without the ReLU.
+    /// `relu(conv(x) + bias)`: the layer's feature maps (one fused, differentiable op).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = crate::ops::conv::conv2d(x, &self.weight, self.spec.stride, self.spec.padding)?;
-        let bias = self.bias.reshape((1, self.out_channels(), 1, 1))?;
-        Ok(y.broadcast_add(&bias)?)
+        crate::ops::conv::conv2d_relu(
+            x,
+            &self.weight,
+            &self.bias,
+            self.spec.stride,
+            self.spec.padding,
+        )
     }
 }
 
@@ -232,7 +236,7 @@ impl ZfNet {
     /// Runs conv layer `index` (0-based) on its input: conv → ReLU → LRN? → pool?.
     pub fn conv_layer(&self, index: usize, x: &Tensor) -> Result<ConvTrace> {
         let conv = &self.convs[index];
-        let activation = conv.forward(x)?.relu()?;
+        let activation = conv.forward(x)?;
         let normalized = if conv.spec.lrn {
             Some(lrn(&activation, self.lrn)?)
         } else {

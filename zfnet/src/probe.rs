@@ -209,18 +209,27 @@ pub fn hit_pictures(
         .par_iter()
         .map(|hit| {
             let image = index.images.get(hit.image as usize).ok_or_else(|| {
-                Error::Invalid(format!("hit refers to image {} not in the index", hit.image))
+                Error::Invalid(format!(
+                    "hit refers to image {} not in the index",
+                    hit.image
+                ))
             })?;
             let path = root.join(&image.path);
             let bytes = std::fs::read(&path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
                 source,
             })?;
-            Ok(crate::preprocess::prepare(&bytes, &model.manifest.preprocess)?)
+            Ok(crate::preprocess::prepare(
+                &bytes,
+                &model.manifest.preprocess,
+            )?)
         })
         .collect::<Result<Vec<_>>>()?;
     let side = crate::arch::INPUT_SIZE;
-    let data: Vec<f32> = prepared.iter().flat_map(|p| p.data.iter().copied()).collect();
+    let data: Vec<f32> = prepared
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .collect();
     let x = Tensor::from_vec(data, (hits.len(), 3, side, side), model.net.device())?;
     let trace = model.net.forward_trace(&x)?;
     let units = hits.iter().map(|h| (h.y as usize, h.x as usize)).collect();

@@ -273,7 +273,7 @@ fn load_batch(
 pub fn forward_train(net: &ZfNet, input: &Tensor, masks: Option<&[Tensor; 2]>) -> Result<Tensor> {
     let mut x = input.clone();
     for conv in &net.convs {
-        x = conv.forward(&x)?.relu()?;
+        x = conv.forward(&x)?;
         if conv.spec.lrn {
             x = lrn(&x, net.lrn)?;
         }

@@ -1,92 +1,315 @@
-//! 2-D convolution as im2col + GEMM, with a backward pass, for training.
+//! 2-D convolution for ZFNet's shapes: im2col + GEMM per image, fused with bias and ReLU, with a
+//! backward pass for training; and the transposed convolution the deconvnet and the backward
+//! pass share.
 //!
-//! candle's own conv2d backward computes the input gradient with its direct-loop
-//! `conv_transpose2d` (several times slower than a GEMM + col2im) and does so even for the first
-//! layer, whose input needs no gradient. This op keeps candle's layout and semantics
-//! (`[n, c_in, h, w]` ⊛ `[c_out, c_in, k, k]`, square kernel, symmetric padding) and
-//! - forward: im2col (`[n, c_in·k·k, oh·ow]`, one rayon task per image) then a batched GEMM;
-//! - backward: `∂W = Σₙ ∂Yₙ · colsₙᵀ`, and `∂X = col2im(Wᵀ · ∂Y)` only when the input tracks a
-//!   gradient (see [`crate::deconv::conv_transpose`], the same transposed convolution).
+//! Why not candle's conv2d: its CPU forward is slow on conv1 (a 7×7 stride-2 kernel over 3
+//! channels), and its backward computes the input gradient with a direct-loop
+//! `conv_transpose2d` (several times slower than GEMM + col2im), even for the first layer whose
+//! input needs none. Every node of candle's graph also allocates its gradient plus a zero
+//! buffer to add it to: fusing bias and ReLU into the conv removes two of the largest nodes.
+//!
+//! Work is split per image: each image's columns (`[c_in·k·k, oh·ow]`, a few MB) stay in cache
+//! and each rayon task owns its images; a single image gets the GEMM's own threads instead.
 
 use crate::Result;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// `conv2d(x, weight)` (no bias) that candle can differentiate. CPU only; other devices fall back
-/// to candle's conv2d.
-pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return Ok(x.conv2d(weight, padding, stride, 1, 1)?);
+/// Geometry of one convolution (square kernel, symmetric padding, any input size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_hw(&self) -> (usize, usize) {
+        let o = |len: usize| (len + 2 * self.padding - self.k) / self.stride + 1;
+        (o(self.h), o(self.w))
     }
-    let op = Conv2dOp { stride, padding };
-    Ok(x.contiguous()?.apply_op2(&weight.contiguous()?, op)?)
+    fn rows(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    fn cols(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        oh * ow
+    }
+    fn input_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn output_len(&self) -> usize {
+        self.c_out * self.cols()
+    }
+}
+
+/// A strided read-only matrix for [`sgemm`].
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `c = a·b` (or `c += a·b` when `accumulate`), `a` m×k, `b` k×n, `c` row-major m×n.
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
+        "sgemm operand sizes"
+    );
+    // SAFETY: the asserts above keep every index the kernel touches inside the slices; `c` is
+    // exclusively borrowed and does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Threads for the GEMM inside a per-image task: all of them for a lone image, else one each.
+fn inner_parallelism(images: usize) -> Parallelism {
+    if images == 1 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// One image `[c_in, h, w]` → columns `[c_in·k·k, oh·ow]` (zero where the kernel hangs over the
+/// padding).
+fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    for (r, row) in cols.chunks_mut(oh * ow).enumerate() {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+        for oy in 0..oh {
+            let dst = &mut row[oy * ow..][..ow];
+            let iy = (oy * s + ky) as isize - p;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * g.w..][..g.w];
+            for (ox, d) in dst.iter_mut().enumerate() {
+                let ix = (ox * s + kx) as isize - p;
+                *d = if ix >= 0 && (ix as usize) < g.w {
+                    src[ix as usize]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back onto its input pixel (`out` must be
+/// zeroed by the caller or hold what to add to).
+fn col2im(cols: &[f32], g: &ConvGeometry, out: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    for (r, row) in cols.chunks(oh * ow).enumerate() {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let plane = &mut out[ci * g.h * g.w..][..g.h * g.w];
+        for oy in 0..oh {
+            let iy = (oy * s + ky) as isize - p;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            let dst = &mut plane[iy as usize * g.w..][..g.w];
+            for (ox, &v) in row[oy * ow..][..ow].iter().enumerate() {
+                let ix = (ox * s + kx) as isize - p;
+                if ix >= 0 && (ix as usize) < g.w {
+                    dst[ix as usize] += v;
+                }
+            }
+        }
+    }
+}
+
+/// `relu(conv(x, weight) + bias)` for `n` images of contiguous NCHW data.
+pub fn conv_relu_host(
+    x: &[f32],
+    n: usize,
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n * g.output_len()];
+    let par = inner_parallelism(n);
+    out.par_chunks_mut(g.output_len())
+        .zip(x.par_chunks(g.input_len()))
+        .for_each_init(
+            || vec![0f32; g.rows() * g.cols()],
+            |cols, (y, img)| {
+                im2col(img, g, cols);
+                sgemm(
+                    g.c_out,
+                    g.cols(),
+                    g.rows(),
+                    Mat::rows(weight, g.rows()),
+                    Mat::rows(cols, g.cols()),
+                    y,
+                    false,
+                    par,
+                );
+                for (row, &b) in y.chunks_mut(g.cols()).zip(bias) {
+                    for v in row {
+                        *v = (*v + b).max(0.0);
+                    }
+                }
+            },
+        );
+    out
+}
+
+/// The transposed convolution of `n` images `[c_out, oh, ow]` with conv weights
+/// `[c_out, c_in, k, k]`: the adjoint of the convolution with geometry `g`, `[n, c_in, h, w]`.
+pub fn conv_transpose_host(x: &[f32], n: usize, weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let mut out = vec![0f32; n * g.input_len()];
+    let par = inner_parallelism(n);
+    out.par_chunks_mut(g.input_len())
+        .zip(x.par_chunks(g.output_len()))
+        .for_each_init(
+            || vec![0f32; g.rows() * g.cols()],
+            |cols, (dst, img)| {
+                // Wᵀ [rows, c_out] · x [c_out, cols]
+                sgemm(
+                    g.rows(),
+                    g.cols(),
+                    g.c_out,
+                    Mat::transposed(weight, g.rows()),
+                    Mat::rows(img, g.cols()),
+                    cols,
+                    false,
+                    par,
+                );
+                col2im(cols, g, dst);
+            },
+        );
+    out
+}
+
+/// Fused `relu(conv2d(x, weight) + bias)` that candle can differentiate (CPU; other devices use
+/// candle's ops).
+pub fn conv2d_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let y = x.conv2d(weight, padding, stride, 1, 1)?;
+        let c = bias.dim(0)?;
+        return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?.relu()?);
+    }
+    let op = ConvReluOp { stride, padding };
+    Ok(x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Conv2dOp {
+struct ConvReluOp {
     stride: usize,
     padding: usize,
 }
 
-/// Output side of a convolution along one axis.
-fn out_len(len: usize, k: usize, stride: usize, padding: usize) -> usize {
-    (len + 2 * padding - k) / stride + 1
-}
-
-/// Unfolds `x` (`n` images of `[c, h, w]`) into `[n, c·k·k, oh·ow]` columns.
-#[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
-    (n, c, h, w): (usize, usize, usize, usize),
-    k: usize,
-    stride: usize,
-    padding: usize,
-) -> (Vec<f32>, usize, usize) {
-    let (oh, ow) = (
-        out_len(h, k, stride, padding),
-        out_len(w, k, stride, padding),
-    );
-    let l = oh * ow;
-    let mut cols = vec![0f32; n * c * k * k * l];
-    cols.par_chunks_mut(l)
-        .enumerate()
-        .for_each(|(row_index, row)| {
-            let img = row_index / (c * k * k);
-            let r = row_index % (c * k * k);
-            let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-            let plane = &x[(img * c + ci) * h * w..][..h * w];
-            for oy in 0..oh {
-                let iy = (oy * stride + ky) as isize - padding as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                let src = &plane[iy as usize * w..][..w];
-                let dst = &mut row[oy * ow..][..ow];
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    let ix = (ox * stride + kx) as isize - padding as isize;
-                    if ix >= 0 && (ix as usize) < w {
-                        *d = src[ix as usize];
-                    }
-                }
-            }
-        });
-    (cols, oh, ow)
-}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("conv2d: only f32 is supported"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: input must be contiguous"),
+impl ConvReluOp {
+    fn geometry(&self, x: &[usize], w: &[usize]) -> candle_core::Result<(usize, ConvGeometry)> {
+        let (&[n, c, h, wd], &[c_out, wc, k, k2]) = (
+            <&[usize; 4]>::try_from(x)
+                .map_err(|_| candle_core::Error::Msg("conv: x must be NCHW".into()))?,
+            <&[usize; 4]>::try_from(w)
+                .map_err(|_| candle_core::Error::Msg("conv: weight must be 4-D".into()))?,
+        );
+        if wc != c || k != k2 || h + 2 * self.padding < k || wd + 2 * self.padding < k {
+            candle_core::bail!("conv: input {x:?} does not fit weight {w:?}");
+        }
+        Ok((
+            n,
+            ConvGeometry {
+                c_in: c,
+                c_out,
+                k,
+                stride: self.stride,
+                padding: self.padding,
+                h,
+                w: wd,
+            },
+        ))
     }
 }
 
-impl CustomOp2 for Conv2dOp {
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("conv: contiguous f32 operands expected"),
+    }
+}
+
+fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+impl CustomOp3 for ConvReluOp {
     fn name(&self) -> &'static str {
-        "zfnet-conv2d"
+        "zfnet-conv-relu"
     }
 
     fn cpu_fwd(
@@ -95,54 +318,109 @@ impl CustomOp2 for Conv2dOp {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1)?;
-        let w = contiguous_f32(s2, l2)?;
-        let (n, c, h, wd) = l1.shape().dims4()?;
-        let (c_out, wc, k, k2) = l2.shape().dims4()?;
-        if wc != c || k != k2 {
-            candle_core::bail!("conv2d: input {:?} vs weight {:?}", l1.dims(), l2.dims());
+        let (n, g) = self.geometry(l1.dims(), l2.dims())?;
+        let bias = slice(s3, l3)?;
+        if bias.len() != g.c_out {
+            candle_core::bail!("conv: bias has {} entries for {} maps", bias.len(), g.c_out);
         }
-        let (cols, oh, ow) = im2col(x, (n, c, h, wd), k, self.stride, self.padding);
-        let dev = candle_core::Device::Cpu;
-        let cols = Tensor::from_vec(cols, (n, c * k * k, oh * ow), &dev)?;
-        let w = Tensor::from_slice(w, (c_out, c * k * k), &dev)?;
-        let y = w.broadcast_left(n)?.matmul(&cols)?; // [n, c_out, oh·ow]
-        let y = y.flatten_all()?.to_vec1::<f32>()?;
-        Ok((CpuStorage::F32(y), Shape::from((n, c_out, oh, ow))))
+        let y = conv_relu_host(slice(s1, l1)?, n, slice(s2, l2)?, bias, &g);
+        let (oh, ow) = g.out_hw();
+        Ok((CpuStorage::F32(y), Shape::from((n, g.c_out, oh, ow))))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _res: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let (c_out, _, k, _) = weight.dims4()?;
-        let (_, _, oh, ow) = grad.dims4()?;
-        let grad = grad.contiguous()?;
-        let x_host = x.flatten_all()?.to_vec1::<f32>()?;
-        let (cols, _, _) = im2col(&x_host, (n, c, h, w), k, self.stride, self.padding);
-        let cols = Tensor::from_vec(cols, (n, c * k * k, oh * ow), x.device())?;
-        let g = grad.reshape((n, c_out, oh * ow))?;
-        let grad_w = g
-            .matmul(&cols.transpose(1, 2)?)?
-            .sum(0)?
-            .reshape((c_out, c, k, k))?;
-        // The first layer's input is data: no gradient wanted, and it is the costliest one.
-        let grad_x = if x.track_op() {
-            if w != h {
-                candle_core::bail!("conv2d backward: square inputs only, got {h}×{w}");
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, g) = self.geometry(x.dims(), weight.dims())?;
+        let (xs, ws, ys) = (host(x)?, host(weight)?, host(res)?);
+        let mut gs = host(&grad.contiguous()?)?;
+        // through the ReLU: no gradient where the output was clipped to zero
+        gs.par_iter_mut().zip(ys.par_iter()).for_each(|(g, &y)| {
+            if y <= 0.0 {
+                *g = 0.0;
             }
-            let gx = crate::deconv::conv_transpose(&grad, weight, self.stride, self.padding, h)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            Some(gx)
+        });
+        let want_x = x.track_op();
+        let mut gx = vec![0f32; if want_x { n * g.input_len() } else { 0 }];
+        let par = inner_parallelism(n);
+        let (rows, cols) = (g.rows(), g.cols());
+        let per_image =
+            |(gw, gb, buf): (Vec<f32>, Vec<f32>, Vec<f32>), i: usize, dst: Option<&mut [f32]>| {
+                let (mut gw, mut gb, mut buf) = (gw, gb, buf);
+                let gy = &gs[i * g.output_len()..][..g.output_len()];
+                for (b, row) in gb.iter_mut().zip(gy.chunks(cols)) {
+                    *b += row.iter().sum::<f32>();
+                }
+                im2col(&xs[i * g.input_len()..][..g.input_len()], &g, &mut buf);
+                // ∂W += ∂Y [c_out, cols] · colsᵀ [cols, rows]
+                sgemm(
+                    g.c_out,
+                    rows,
+                    cols,
+                    Mat::rows(gy, cols),
+                    Mat::transposed(&buf, cols),
+                    &mut gw,
+                    true,
+                    par,
+                );
+                if let Some(dst) = dst {
+                    sgemm(
+                        rows,
+                        cols,
+                        g.c_out,
+                        Mat::transposed(&ws, rows),
+                        Mat::rows(gy, cols),
+                        &mut buf,
+                        false,
+                        par,
+                    );
+                    col2im(&buf, &g, dst);
+                }
+                (gw, gb, buf)
+            };
+        let init = || {
+            (
+                vec![0f32; g.c_out * rows],
+                vec![0f32; g.c_out],
+                vec![0f32; rows * cols],
+            )
+        };
+        let merge = |(mut a, mut b, buf): (Vec<f32>, Vec<f32>, Vec<f32>),
+                     (c, d, _): (Vec<f32>, Vec<f32>, Vec<f32>)| {
+            a.iter_mut().zip(&c).for_each(|(x, y)| *x += y);
+            b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
+            (a, b, buf)
+        };
+        let (gw, gb, _) = if want_x {
+            gx.par_chunks_mut(g.input_len())
+                .enumerate()
+                .fold(init, |acc, (i, dst)| per_image(acc, i, Some(dst)))
+                .reduce(init, merge)
+        } else {
+            (0..n)
+                .into_par_iter()
+                .fold(init, |acc, i| per_image(acc, i, None))
+                .reduce(init, merge)
+        };
+        let dev = x.device();
+        let grad_x = if want_x {
+            Some(Tensor::from_vec(gx, x.shape(), dev)?)
         } else {
             None
         };
-        Ok((grad_x, Some(grad_w)))
+        Ok((
+            grad_x,
+            Some(Tensor::from_vec(gw, weight.shape(), dev)?),
+            Some(Tensor::from_vec(gb, g.c_out, dev)?),
+        ))
     }
 }
 
@@ -160,26 +438,49 @@ mod tests {
             .collect()
     }
 
+    /// Forward and all three gradients against candle's conv2d + bias + ReLU, for ZFNet's and
+    /// AlexNet's kernel geometries, a batch of several images and a lone image.
     #[test]
     fn forward_and_gradients_match_candle() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        for (stride, padding, k, side) in [(2, 1, 7, 23), (2, 0, 5, 13), (1, 1, 3, 9)] {
-            let x = Var::from_vec(seeded(2 * 3 * side * side, 1), (2, 3, side, side), &dev)?;
+        for (n, stride, padding, k, side) in [
+            (3, 2, 1, 7, 23),
+            (1, 2, 0, 5, 13),
+            (2, 1, 1, 3, 9),
+            (2, 4, 0, 11, 27),
+        ] {
+            let x = Var::from_vec(seeded(n * 3 * side * side, 1), (n, 3, side, side), &dev)?;
             let w = Var::from_vec(seeded(4 * 3 * k * k, 7), (4, 3, k, k), &dev)?;
-            let ours = conv2d(&x, &w, stride, padding)?;
-            let theirs = x.conv2d(&w, padding, stride, 1, 1)?;
+            let b = Var::from_vec(seeded(4, 5), 4, &dev)?;
+            let ours = conv2d_relu(&x, &w, &b, stride, padding)?;
+            let theirs = x
+                .conv2d(&w, padding, stride, 1, 1)?
+                .broadcast_add(&b.reshape((1, 4, 1, 1))?)?
+                .relu()?;
             let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-4, "forward differs by {diff}");
             let probe = Tensor::from_vec(seeded(ours.elem_count(), 3), ours.shape(), &dev)?;
             let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
             let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
-            for v in [&x, &w] {
+            for v in [&x, &w, &b] {
                 let a = g_ours.get(v).expect("gradient");
-                let b = g_theirs.get(v).expect("gradient");
-                let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(diff < 1e-3, "gradient differs by {diff}");
+                let e = g_theirs.get(v).expect("gradient");
+                let diff = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(diff < 1e-3, "gradient differs by {diff} (n {n}, k {k})");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn data_input_gets_no_gradient() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(seeded(2 * 3 * 9 * 9, 1), (2, 3, 9, 9), &dev)?;
+        let w = Var::from_vec(seeded(4 * 27, 2), (4, 3, 3, 3), &dev)?;
+        let b = Var::from_vec(vec![0.1f32; 4], 4, &dev)?;
+        let grads = conv2d_relu(&x, &w, &b, 1, 1)?.sum_all()?.backward()?;
+        assert!(grads.get(&x).is_none());
+        assert!(grads.get(&w).is_some() && grads.get(&b).is_some());
         Ok(())
     }
 }
