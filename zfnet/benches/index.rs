@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     // as `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages
     // SAFETY: option setters of the linked mimalloc; 15 = mi_option_purge_delay, checked first.
     unsafe {
-        if libmimalloc_sys::mi_option_get(15) == 10 {
+        if (0..=60_000).contains(&libmimalloc_sys::mi_option_get(15)) {
             libmimalloc_sys::mi_option_set(15, -1);
         }
     }

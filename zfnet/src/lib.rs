@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the network and its traced forward pass (activations + max-pool switches).
 //! - [`deconv`]: deconvnet projections back to pixels; [`receptive`]: receptive fields.
+//! - [`occlusion`]: occlusion sweeps (naive, batched, incremental).
 //! - [`render`]: projections, activation heatmaps and patches as PNG.
 //! - [`ops`]: LRN and ceil-mode max pooling with switches, which candle lacks.
 //! - [`arch`]: layer geometry of ZFNet and AlexNet.
@@ -20,6 +21,7 @@ mod error;
 pub mod init;
 pub mod manifest;
 pub mod model;
+pub mod occlusion;
 pub mod ops;
 pub mod preprocess;
 pub mod probe;

@@ -182,6 +182,41 @@ fn col2im(cols: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     }
 }
 
+/// `relu(conv(x, weight) + bias)` of one image into `y` (`[c_out, oh·ow]`), using `cols` as the
+/// im2col buffer (`[c_in·k·k, oh·ow]`).
+pub(crate) fn conv_relu_image(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeometry,
+    cols: &mut Vec<f32>,
+    y: &mut [f32],
+    threaded: bool,
+) {
+    cols.resize(g.rows() * g.cols(), 0.0);
+    im2col(x, g, cols);
+    let par = if threaded {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    sgemm(
+        g.c_out,
+        g.cols(),
+        g.rows(),
+        Mat::rows(weight, g.rows()),
+        Mat::rows(cols, g.cols()),
+        y,
+        false,
+        par,
+    );
+    for (row, &b) in y.chunks_mut(g.cols()).zip(bias) {
+        for v in row {
+            *v = (*v + b).max(0.0);
+        }
+    }
+}
+
 /// `relu(conv(x, weight) + bias)` for `n` images of contiguous NCHW data.
 pub fn conv_relu_host(
     x: &[f32],

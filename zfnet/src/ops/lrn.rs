@@ -92,7 +92,7 @@ fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
     out
 }
 
-fn forward_image(img: &[f32], out: &mut [f32], c: usize, plane: usize, p: LrnParams) {
+pub(crate) fn forward_image(img: &[f32], out: &mut [f32], c: usize, plane: usize, p: LrnParams) {
     let d = denominators(img, c, plane, p);
     for ((o, &a), &d) in out.iter_mut().zip(img).zip(&d) {
         *o = a * p.pow_neg_beta(d);
