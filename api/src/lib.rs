@@ -227,3 +227,86 @@ pub struct TopActivation {
     /// `POST` here to open the probe image as an uploaded image (returns `ImageResponse`).
     pub open_url: String,
 }
+
+/// What fills the occluder: `"mean"` (the dataset mean, zero after normalisation) or a grey
+/// level 0–255.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum OcclusionFill {
+    Grey(u8),
+    Named(String),
+}
+
+/// `POST /api/images/{id}/occlusion` body; every field optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OcclusionRequest {
+    /// Square side in input pixels, 1–224 (default 48).
+    pub size: Option<usize>,
+    /// Grid step in input pixels, 1–224 (default 16); at most 4,096 positions.
+    pub stride: Option<usize>,
+    pub fill: Option<OcclusionFill>,
+    /// Class index whose probability is mapped (default: the image's top prediction).
+    pub class: Option<usize>,
+}
+
+/// A sweep that is still running (`202`), or how to follow one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OcclusionStatus {
+    pub key: String,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub done: usize,
+    pub total: usize,
+    /// Server-Sent Events: `progress` `{done, total}`, then `done` (an `OcclusionResponse`) or
+    /// `error` (an `ApiError`).
+    pub events_url: String,
+    /// `GET`: the result once done (`200`), this status while running (`202`).
+    pub result_url: String,
+}
+
+/// One class present in the most-probable-class map.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LegendEntry {
+    pub class: usize,
+    pub label: String,
+    /// `#rrggbb`, as drawn in the class map.
+    pub color: String,
+    /// Grid cells where it is the most probable class.
+    pub cells: usize,
+}
+
+/// A finished occlusion sweep: grids are row-major `grid × grid`; cell `(i, j)` centres the
+/// square at pixel `(i·stride + stride/2, j·stride + stride/2)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OcclusionResponse {
+    pub key: String,
+    pub image: String,
+    pub size: usize,
+    pub stride: usize,
+    pub grid: usize,
+    /// (a) Σ activation of the conv5 map strongest on the unoccluded image, per position.
+    pub strongest_map: usize,
+    pub activation: Vec<f32>,
+    pub base_activation: f32,
+    /// (b) probability of `class` per position.
+    pub class: usize,
+    pub class_label: String,
+    pub probability: Vec<f32>,
+    pub base_probability: f32,
+    /// (c) most probable class per position, and its probability.
+    pub top_class: Vec<u32>,
+    pub top_probability: Vec<f32>,
+    pub legend: Vec<LegendEntry>,
+    pub activation_url: String,
+    pub probability_url: String,
+    pub classes_url: String,
+    /// (d) deconvnet projection of the strongest conv5 map's strongest unit (unoccluded image).
+    pub projection_url: String,
+    pub elapsed_ms: u64,
+}

@@ -4,6 +4,7 @@ mod alloc;
 mod error;
 mod images;
 mod index_cmd;
+mod occlusion;
 mod openapi;
 mod probes;
 mod routes;

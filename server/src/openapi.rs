@@ -22,6 +22,10 @@ use utoipa::OpenApi;
         crate::visualize::projection_png,
         crate::visualize::probe_picture,
         crate::visualize::open_probe_image,
+        crate::occlusion::start,
+        crate::occlusion::result,
+        crate::occlusion::events,
+        crate::occlusion::picture,
     ),
     components(schemas(zfvis_api::ApiError, zfvis_api::TopActivations))
 )]

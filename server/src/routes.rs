@@ -1,6 +1,7 @@
 //! Thin handlers over [`AppState`]: parse, hand the work to the model, shape the response.
 
 use crate::error::AppError;
+use crate::occlusion;
 use crate::state::{prepare_input, AppState};
 use crate::upload::ImageUpload;
 use crate::visualize;
@@ -41,6 +42,16 @@ pub fn api_router(state: Arc<AppState>) -> Router {
             get(visualize::probe_picture),
         )
         .route("/probe/images/{index}", post(visualize::open_probe_image))
+        .route("/images/{id}/occlusion", post(occlusion::start))
+        .route("/images/{id}/occlusion/{key}", get(occlusion::result))
+        .route(
+            "/images/{id}/occlusion/{key}/events",
+            get(occlusion::events),
+        )
+        .route(
+            "/images/{id}/occlusion/{key}/{picture}",
+            get(occlusion::picture),
+        )
         .route("/openapi.json", get(openapi))
         .fallback(api_not_found)
         // uploads enforce their own bound (crate::upload); everything else reads no body

@@ -39,6 +39,7 @@ pub struct AppState {
     pub limits: Limits,
     /// The probe set for top-9 views, when the server was started with one.
     pub probes: Option<crate::probes::ProbeSet>,
+    pub sweeps: crate::occlusion::Sweeps,
     jobs: Arc<Semaphore>,
 }
 
@@ -52,6 +53,7 @@ impl AppState {
             jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
             limits,
             probes: None,
+            sweeps: Default::default(),
         }
     }
 

@@ -38,7 +38,7 @@ pub fn parse_layer(name: &str) -> Result<usize, AppError> {
     })
 }
 
-fn stored(state: &AppState, id: &str) -> Result<Arc<StoredImage>, AppError> {
+pub fn stored(state: &AppState, id: &str) -> Result<Arc<StoredImage>, AppError> {
     state.images.get(id).ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,

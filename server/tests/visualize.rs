@@ -3,25 +3,9 @@
 
 mod common;
 
-use common::{demo_image, fixture_weights, Server};
-use reqwest::multipart::{Form, Part};
+use common::{demo_image, fixture_weights, upload, Server};
 use reqwest::StatusCode;
-use zfvis_api::{ApiError, ImageResponse, LayerActivations, VisualizeResponse};
-
-async fn upload(client: &reqwest::Client, url: &str, name: &str) -> ImageResponse {
-    let form = Form::new().part(
-        "image",
-        Part::bytes(demo_image(name)).file_name(name.to_string()),
-    );
-    let resp = client
-        .post(format!("{url}/api/images"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
-}
+use zfvis_api::{ApiError, LayerActivations, VisualizeResponse};
 
 async fn get_png(client: &reqwest::Client, url: &str) -> image::RgbImage {
     let resp = client.get(url).send().await.unwrap();

@@ -71,3 +71,19 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, 
     assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
     resp.json().await.expect("JSON body")
 }
+
+/// Uploads demo image `name` through `POST /api/images`.
+pub async fn upload(client: &reqwest::Client, url: &str, name: &str) -> zfvis_api::ImageResponse {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(demo_image(name)).file_name(name.to_string()),
+    );
+    let resp = client
+        .post(format!("{url}/api/images"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    resp.json().await.unwrap()
+}

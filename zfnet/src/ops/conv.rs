@@ -81,9 +81,7 @@ impl<'a> Mat<'a> {
 
 /// `c = a·b` (or `c += a·b` when `accumulate`), `a` m×k, `b` k×n, `c` row-major m×n.
 fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     a: Mat,
     b: Mat,
     c: &mut [f32],
@@ -201,9 +199,7 @@ pub(crate) fn conv_relu_image(
         Parallelism::None
     };
     sgemm(
-        g.c_out,
-        g.cols(),
-        g.rows(),
+        (g.c_out, g.cols(), g.rows()),
         Mat::rows(weight, g.rows()),
         Mat::rows(cols, g.cols()),
         y,
@@ -234,9 +230,7 @@ pub fn conv_relu_host(
             |cols, (y, img)| {
                 im2col(img, g, cols);
                 sgemm(
-                    g.c_out,
-                    g.cols(),
-                    g.rows(),
+                    (g.c_out, g.cols(), g.rows()),
                     Mat::rows(weight, g.rows()),
                     Mat::rows(cols, g.cols()),
                     y,
@@ -265,9 +259,7 @@ pub fn conv_transpose_host(x: &[f32], n: usize, weight: &[f32], g: &ConvGeometry
             |cols, (dst, img)| {
                 // Wᵀ [rows, c_out] · x [c_out, cols]
                 sgemm(
-                    g.rows(),
-                    g.cols(),
-                    g.c_out,
+                    (g.rows(), g.cols(), g.c_out),
                     Mat::transposed(weight, g.rows()),
                     Mat::rows(img, g.cols()),
                     cols,
@@ -397,9 +389,7 @@ impl CustomOp3 for ConvReluOp {
                 im2col(&xs[i * g.input_len()..][..g.input_len()], &g, &mut buf);
                 // ∂W += ∂Y [c_out, cols] · colsᵀ [cols, rows]
                 sgemm(
-                    g.c_out,
-                    rows,
-                    cols,
+                    (g.c_out, rows, cols),
                     Mat::rows(gy, cols),
                     Mat::transposed(&buf, cols),
                     &mut gw,
@@ -408,9 +398,7 @@ impl CustomOp3 for ConvReluOp {
                 );
                 if let Some(dst) = dst {
                     sgemm(
-                        rows,
-                        cols,
-                        g.c_out,
+                        (rows, cols, g.c_out),
                         Mat::transposed(&ws, rows),
                         Mat::rows(gy, cols),
                         &mut buf,
