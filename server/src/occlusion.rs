@@ -336,6 +336,13 @@ fn class_color(class: usize) -> [u8; 3] {
     ]
 }
 
+/// The grid through viridis from its own minimum (dark) to its maximum (yellow).
+fn min_max_heatmap(values: &[f32], g: usize) -> image::RgbImage {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    zfnet::render::heatmap_range(values, g, g, lo, hi)
+}
+
 fn respond(
     state: &AppState,
     job: &SweepJob,
@@ -371,8 +378,8 @@ fn respond(
         ))
     });
     let pictures = Pictures {
-        activation: zfnet::render::png(&zfnet::render::heatmap_image(&r.activation, g, g, None)),
-        probability: zfnet::render::png(&zfnet::render::heatmap_image(&r.probability, g, g, None)),
+        activation: zfnet::render::png(&min_max_heatmap(&r.activation, g)),
+        probability: zfnet::render::png(&min_max_heatmap(&r.probability, g)),
         classes: zfnet::render::png(&classes),
     };
     let base = format!("/api/images/{}/occlusion/{}", job.image, job.key);

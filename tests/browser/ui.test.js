@@ -186,3 +186,31 @@ test('a map shows its top-9 over the probe set, patch beside reconstruction; a c
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('an occlusion sweep shows live progress, then its three maps with a class legend', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'));
+  await page.locator('#occ-start').waitFor({ timeout: 30000 });
+  await page.selectOption('#occ-stride', '16');
+  await page.selectOption('#occ-size', '32');
+  // record every progress value the page shows while the sweep runs
+  await page.evaluate(() => {
+    window.__progress = [];
+    new MutationObserver(() => {
+      const p = document.querySelector('#occ-progress');
+      if (p) window.__progress.push(Number(p.value));
+    }).observe(document.body, { subtree: true, childList: true, attributes: true });
+  });
+  await page.locator('#occ-start').click();
+  await page.locator('#occ-legend li').first().waitFor({ timeout: 60000 });
+  for (const sel of ['#occ-activation', '#occ-probability', '#occ-classes', '#occ-projection']) await imageLoaded(page, sel);
+  const seen = await page.evaluate(() => window.__progress);
+  assert.ok(seen.length > 0, 'a progress bar was shown');
+  const cells = (await page.locator('#occ-legend li').allTextContents())
+    .map(t => Number(/\((\d+) cells\)/.exec(t)[1])).reduce((a, b) => a + b, 0);
+  assert.equal(cells, 14 * 14, 'the legend accounts for every cell');
+  assert.match(await page.locator('#occ-facts').textContent(), /14×14 positions, 32-px square every 16 px/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'occlusion.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

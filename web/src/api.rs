@@ -83,3 +83,32 @@ pub async fn post_empty<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
     let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
     decode(send(request).await?).await
 }
+
+/// What a POST that may start long work answered: `200` with the result, or `202` with a status.
+pub enum Started<S, R> {
+    Accepted(S),
+    Done(R),
+}
+
+/// POSTs `body` as JSON; `202` decodes as `S`, `200` as `R`.
+pub async fn post_json<S: DeserializeOwned, R: DeserializeOwned>(
+    url: &str,
+    body: &impl serde::Serialize,
+) -> ApiResult<Started<S, R>> {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    init.set_body(&JsValue::from_str(&json));
+    let headers = web_sys::Headers::new().map_err(js_message)?;
+    headers
+        .set("content-type", "application/json")
+        .map_err(js_message)?;
+    init.set_headers(&headers);
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let response = send(request).await?;
+    if response.status() == 202 {
+        Ok(Started::Accepted(decode(response).await?))
+    } else {
+        Ok(Started::Done(decode(response).await?))
+    }
+}

@@ -2,6 +2,7 @@
 
 mod api;
 mod explorer;
+mod occlusion;
 mod upload;
 
 use explorer::{Explorer, View};
@@ -137,6 +138,7 @@ fn App() -> impl IntoView {
                 <Explorer view=view set_view=set_view />
             </section>
         </Show>
+        {move || image.get().map(|img| view! { <occlusion::OcclusionPanel image=img /> })}
     }
 }
 

@@ -52,9 +52,15 @@ pub fn whole(side: usize) -> PixelBox {
 /// (`max` overrides the map's own maximum, to compare maps on one scale).
 pub fn heatmap_image(plane: &[f32], h: usize, w: usize, max: Option<f32>) -> RgbImage {
     let top = max.unwrap_or_else(|| plane.iter().fold(0f32, |m, &v| m.max(v)));
-    let scale = if top > 0.0 { 1.0 / top } else { 0.0 };
+    heatmap_range(plane, h, w, 0.0, top)
+}
+
+/// `[h, w]` values through viridis with `lo` → dark and `hi` → yellow (occlusion maps, whose
+/// interest is in how much values drop, use their own min and max).
+pub fn heatmap_range(plane: &[f32], h: usize, w: usize, lo: f32, hi: f32) -> RgbImage {
+    let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
     ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
-        let v = (plane[y as usize * w + x as usize] * scale).clamp(0.0, 1.0);
+        let v = ((plane[y as usize * w + x as usize] - lo) * scale).clamp(0.0, 1.0);
         let c = colorous::VIRIDIS.eval_continuous(v as f64);
         Rgb([c.r, c.g, c.b])
     })
