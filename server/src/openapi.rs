@@ -11,6 +11,7 @@ use utoipa::OpenApi;
     paths(
         crate::routes::health,
         crate::routes::model_info,
+        crate::routes::conv1_filters,
         crate::routes::predict,
         crate::visualize::upload_image,
         crate::visualize::get_image,

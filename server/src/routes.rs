@@ -17,6 +17,7 @@ pub fn api_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/model", get(model_info))
+        .route("/model/filters/conv1.png", get(conv1_filters))
         .route("/predict", post(predict))
         .route("/images", post(visualize::upload_image))
         .route("/images/{id}", get(visualize::get_image))
@@ -65,6 +66,28 @@ async fn api_not_found(uri: axum::http::Uri) -> AppError {
         "not_found",
         format!("no API route /api{uri}"),
     )
+}
+
+/// The conv1 filters as an RGB grid (12 per row, each 7×7 filter drawn 8× and contrast-stretched
+/// on its own, mid grey = 0): the paper's Fig. 6(c).
+#[utoipa::path(get, path = "/api/model/filters/conv1.png", tag = "model",
+    responses((status = 200, content_type = "image/png", description = "PNG")))]
+pub(crate) async fn conv1_filters(
+    State(state): State<Arc<AppState>>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let w = &state.model.net.convs[0].weight;
+    let (n, c, k, _) = w.dims4().map_err(|e| AppError::internal(e.to_string()))?;
+    if c != 3 {
+        return Err(AppError::internal("conv1 does not take RGB input"));
+    }
+    let data = w
+        .flatten_all()
+        .and_then(|t| t.to_device(&candle_core::Device::Cpu))
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    let png = zfnet::render::png(&zfnet::render::filter_grid(&data, n, k, 12, 8));
+    Ok(([(axum::http::header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -101,13 +101,22 @@ async fn top9_entries_match_the_single_image_views() {
     let mut maps = 0;
     for layer in &model.layers[..5] {
         for map in 0..layer.output_shape[0] {
-            let top: TopActivations =
-                get_json(&client, &format!("{}/visualize/{}/{map}", server.url, layer.name)).await;
+            let top: TopActivations = get_json(
+                &client,
+                &format!("{}/visualize/{}/{map}", server.url, layer.name),
+            )
+            .await;
             assert_eq!(top.entries.len(), 9, "{} map {map}", layer.name);
             maps += 1;
         }
     }
-    assert_eq!(maps, model.layers[..5].iter().map(|l| l.output_shape[0]).sum::<usize>());
+    assert_eq!(
+        maps,
+        model.layers[..5]
+            .iter()
+            .map(|l| l.output_shape[0])
+            .sum::<usize>()
+    );
     let errors = [
         ("/visualize/conv5/256", 404, "map_out_of_range"),
         ("/api/probe/conv5/3/9/patch.png", 404, "rank_out_of_range"),

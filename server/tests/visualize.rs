@@ -213,3 +213,46 @@ async fn visualize_errors_are_json() {
         );
     }
 }
+
+#[tokio::test]
+async fn conv1_filters_are_drawn_from_the_weights() {
+    let weights = fixture_weights();
+    let server = Server::start(&weights, &[]);
+    let client = reqwest::Client::new();
+    let grid = get_png(
+        &client,
+        &format!("{}/api/model/filters/conv1.png", server.url),
+    )
+    .await;
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let w = &tensors["conv1.weight"];
+    let (n, _, k, _) = w.dims4().unwrap();
+    let (cols, scale) = (12, 8);
+    let cell = k * scale + scale;
+    assert_eq!(
+        grid.dimensions(),
+        (
+            (cols * cell + scale) as u32,
+            (n.div_ceil(cols) * cell + scale) as u32
+        )
+    );
+    // filter f's tap (c, y, x) is drawn at 128 + w·127/max|w| of that filter
+    let data = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for f in [0, n - 1] {
+        let filter = &data[f * 3 * k * k..(f + 1) * 3 * k * k];
+        let peak = filter.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (y, x) in [(0, 0), (k - 1, 2)] {
+            let px = grid.get_pixel(
+                ((f % cols) * cell + scale + x * scale + 3) as u32,
+                ((f / cols) * cell + scale + y * scale + 3) as u32,
+            );
+            for c in 0..3 {
+                let want = (128.0 + filter[(c * k + y) * k + x] * 127.0 / peak).round();
+                assert!(
+                    (px.0[c] as f32 - want).abs() <= 1.0,
+                    "filter {f} ({y},{x}) c{c}"
+                );
+            }
+        }
+    }
+}

@@ -113,6 +113,10 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   await page.locator('#map-grid .map').first().waitFor({ timeout: 30000 });
   const model = await (await fetch(`${url}api/model`)).json();
   assert.equal(await page.locator('#map-grid .map').count(), model.layers[0].output_shape[0], 'every conv1 map shown');
+  // layer 1 also shows its filters as an RGB grid, as wide as 12 filters
+  await imageLoaded(page, '#conv1-filters');
+  const filters = await page.evaluate(() => document.querySelector('#conv1-filters').naturalWidth);
+  assert.equal(filters, 12 * (7 * 8 + 8) + 8);
 
   await page.locator('button.tab[data-layer="conv2"]').click();
   await page.waitForFunction(n => document.querySelectorAll('#map-grid .map').length === n,
@@ -211,6 +215,52 @@ test('an occlusion sweep shows live progress, then its three maps with a class l
   assert.equal(cells, 14 * 14, 'the legend accounts for every cell');
   assert.match(await page.locator('#occ-facts').textContent(), /14×14 positions, 32-px square every 16 px/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'occlusion.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the classroom tour steps through the paper with the keyboard, on a 1080p projector', async () => {
+  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const errors = [];
+  page.on('pageerror', e => errors.push(e.message));
+  await page.goto(url);
+  await page.locator('#tour-start').click();
+  const expectations = [
+    ['1 · Layer 1 filters', async () => imageLoaded(page, '#tour-filters')],
+    ['2 · Layer 1 feature maps', async () => {
+      await page.locator('#tour-maps img').nth(7).waitFor({ timeout: 30000 });
+      await page.waitForFunction(() => [...document.querySelectorAll('#tour-maps img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 30000 });
+    }],
+    ...[2, 3, 4, 5].map(l => [`${l + 1} · Layer ${l}`, async () => {
+      await page.locator('#tour-top9 .top9-pair').nth(8).waitFor({ timeout: 60000 });
+      await page.waitForFunction(() => [...document.querySelectorAll('#tour-top9 img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 60000 });
+      assert.equal(await page.locator('#tour-top9 .top9-pair').count(), 9);
+    }]),
+    ['7 · The deconvnet', async () => imageLoaded(page, '#tour-projection')],
+    ['8 · Occlusion', async () => {
+      await page.locator('#tour-occlusion img.overlay').nth(2).waitFor({ timeout: 60000 });
+      await page.waitForFunction(() => [...document.querySelectorAll('#tour-occlusion img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 60000 });
+    }],
+  ];
+  for (let i = 0; i < expectations.length; i++) {
+    const [title, check] = expectations[i];
+    await page.waitForFunction(t => document.querySelector('#tour-title')?.textContent.startsWith(t), title, { timeout: 10000 });
+    assert.equal(await page.evaluate(() => location.hash), `#/tour/${i + 1}`);
+    assert.ok((await page.locator('#tour-text').textContent()).length > 40, 'one explanatory sentence');
+    await check();
+    await page.screenshot({ path: path.join(ARTIFACTS, `tour-${i + 1}.png`) });
+    // alternate the keys a presenter uses
+    await page.keyboard.press(i % 2 === 0 ? 'ArrowRight' : 'Space');
+  }
+  // at the end, the arrow stays on the last step; left goes back; Esc leaves
+  assert.equal(await page.evaluate(() => location.hash), '#/tour/8');
+  await page.keyboard.press('ArrowLeft');
+  await page.waitForFunction(() => location.hash === '#/tour/7');
+  // the title font is large enough for the back of a room
+  const size = await page.evaluate(() => parseFloat(getComputedStyle(document.querySelector('#tour-title')).fontSize));
+  assert.ok(size >= 48, `title ${size}px`);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() => !document.querySelector('#tour'));
   assert.deepEqual(errors, []);
   await page.close();
 });

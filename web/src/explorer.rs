@@ -110,6 +110,14 @@ pub fn Explorer(
                 set_mode=move |m| update(&|v| v.mode = m)
                 close=move || update(&|v| v.map = None) />
         </Show>
+        <Show when=move || layer.get() == "conv1">
+            <figure class="filters">
+                <img id="conv1-filters" class="pixelated" src="/api/model/filters/conv1.png" alt="the conv1 filters" />
+                <figcaption>"the conv1 filters (7×7 RGB, each stretched to its own contrast, grey = 0; paper Fig. 6c) "
+                    <a class="download" href="/api/model/filters/conv1.png" download="conv1-filters.png">"download PNG"</a>
+                </figcaption>
+            </figure>
+        </Show>
         <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading feature maps…"</div> }>
             {move || activations.get().flatten().map(|acts| match acts {
                 Err(e) => view! { <p class="error">{e}</p> }.into_any(),
@@ -203,15 +211,18 @@ fn MapView(
                                 </figure>
                                 <figure>
                                     <img class="pixelated big" src=v.activation_url.clone() alt="activation map" id="activation-img" />
-                                    <figcaption>"activation map (viridis, 0 → max)"</figcaption>
+                                    <figcaption>"activation map (viridis, 0 → max) "
+                                        <a class="download" href=v.activation_url.clone() download=format!("{}-{}-activation.png", v.layer, v.map)>"PNG"</a></figcaption>
                                 </figure>
                                 <figure>
                                     <img class="big" src=v.projection_url.clone() alt="deconvnet projection" id="projection-img" />
-                                    <figcaption>{if v.mode == ProjectionMode::Unit { "deconvnet projection of the strongest unit (grey = 0)" } else { "deconvnet projection of the whole map (grey = 0)" }}</figcaption>
+                                    <figcaption>{if v.mode == ProjectionMode::Unit { "deconvnet projection of the strongest unit (grey = 0) " } else { "deconvnet projection of the whole map (grey = 0) " }}
+                                        <a class="download" href=v.projection_url.clone() download=format!("{}-{}-projection-{}.png", v.layer, v.map, v.mode.as_str())>"PNG"</a></figcaption>
                                 </figure>
                                 <figure>
                                     <img class="big" src=v.patch_url.clone() alt="input patch" id="patch-img" />
-                                    <figcaption>"input patch under the receptive field"</figcaption>
+                                    <figcaption>"input patch under the receptive field "
+                                        <a class="download" href=v.patch_url.clone() download=format!("{}-{}-patch.png", v.layer, v.map)>"PNG"</a></figcaption>
                                 </figure>
                             </div>
                         }.into_any()

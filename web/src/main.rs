@@ -3,6 +3,7 @@
 mod api;
 mod explorer;
 mod occlusion;
+mod tour;
 mod upload;
 
 use explorer::{Explorer, View};
@@ -29,6 +30,7 @@ fn App() -> impl IntoView {
     let (view, set_view) = signal(None::<View>);
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
+    let (tour_step, set_tour_step) = signal(tour::step_from_hash(&location_hash()));
 
     // Load an already-uploaded image (permalink, back/forward).
     let open_id = move |target: View| {
@@ -56,6 +58,7 @@ fn App() -> impl IntoView {
         open_id(v);
     }
     let hash_listener = window_event_listener(leptos::ev::hashchange, move |_| {
+        set_tour_step.set(tour::step_from_hash(&location_hash()));
         if let Some(v) = View::from_hash(&location_hash()) {
             if view.get_untracked().as_ref() != Some(&v) {
                 open_id(v);
@@ -102,9 +105,13 @@ fn App() -> impl IntoView {
     };
 
     view! {
+        <Show when=move || tour_step.get().is_some()>
+            <tour::Tour step=tour_step />
+        </Show>
         <header class="topbar">
             <h1>"zfvis"</h1>
             <span class="tagline">"see inside ZFNet (Zeiler & Fergus, 2013)"</span>
+            <a class="tour-start" id="tour-start" href="#/tour/1" title="a guided walk through the paper, for a projector">"▶ classroom tour"</a>
             <Suspense fallback=|| view! { <span class="model">"loading model…"</span> }>
                 {move || model.get().map(|m| match m {
                     Ok(m) => view! { <ModelBadge info=m /> }.into_any(),

@@ -49,7 +49,10 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
             match api::post_json::<OcclusionStatus, OcclusionResponse>(&url, &request).await {
                 Ok(api::Started::Done(r)) => set_phase.set(Phase::Done(r)),
                 Ok(api::Started::Accepted(s)) => {
-                    set_phase.set(Phase::Running { done: s.done, total: s.total });
+                    set_phase.set(Phase::Running {
+                        done: s.done,
+                        total: s.total,
+                    });
                     match follow(&s.events_url, set_phase) {
                         Ok(es) => stream.set_value(Some(es)),
                         Err(e) => set_phase.set(Phase::Failed(e)),
@@ -59,7 +62,11 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
             }
         });
     };
-    let top = image.predictions.first().map(|p| p.label.clone()).unwrap_or_default();
+    let top = image
+        .predictions
+        .first()
+        .map(|p| p.label.clone())
+        .unwrap_or_default();
     let input = image.input_url.clone();
     view! {
         <section class="panel occlusion" id="occlusion">
@@ -106,12 +113,16 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
 
 /// Subscribes to a sweep's events; the closures live as long as the page (a few per sweep).
 fn follow(url: &str, set_phase: WriteSignal<Phase>) -> Result<EventSource, String> {
-    let es = EventSource::new(url).map_err(|_| "the browser cannot open an event stream".to_string())?;
+    let es =
+        EventSource::new(url).map_err(|_| "the browser cannot open an event stream".to_string())?;
     let data = |e: &MessageEvent| e.data().as_string().unwrap_or_default();
     let on_progress = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data(&e)) {
             let n = |k: &str| v[k].as_u64().unwrap_or(0) as usize;
-            set_phase.set(Phase::Running { done: n("done"), total: n("total") });
+            set_phase.set(Phase::Running {
+                done: n("done"),
+                total: n("total"),
+            });
         }
     });
     let es_done = es.clone();
@@ -130,7 +141,11 @@ fn follow(url: &str, set_phase: WriteSignal<Phase>) -> Result<EventSource, Strin
             .unwrap_or_else(|_| "the connection to the server was lost".into());
         set_phase.set(Phase::Failed(message));
     });
-    for (name, f) in [("progress", &on_progress), ("done", &on_done), ("error", &on_error)] {
+    for (name, f) in [
+        ("progress", &on_progress),
+        ("done", &on_done),
+        ("error", &on_error),
+    ] {
         es.add_event_listener_with_callback(name, f.as_ref().unchecked_ref())
             .map_err(|_| "cannot listen to the event stream".to_string())?;
     }

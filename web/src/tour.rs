@@ -1,0 +1,244 @@
+//! Classroom mode: a guided tour through the paper's story on a demo photo, one idea per step,
+//! large type and high contrast for a projector; ← → / space / Esc, URL `#/tour/N`.
+
+use crate::api;
+use leptos::prelude::*;
+use zfvis_api::{
+    ImageResponse, LayerActivations, OcclusionRequest, OcclusionResponse, OcclusionStatus,
+    TopActivations, VisualizeResponse,
+};
+
+pub const STEPS: usize = 8;
+const DEMO: &str = "dog.jpg";
+
+/// `#/tour/N` → step N (1-based).
+pub fn step_from_hash(hash: &str) -> Option<usize> {
+    let rest = hash
+        .trim_start_matches('#')
+        .trim_start_matches('/')
+        .strip_prefix("tour")?;
+    let n = rest.trim_start_matches('/').parse().unwrap_or(1);
+    Some(n.clamp(1, STEPS))
+}
+
+fn go(step: Option<usize>) {
+    if let Some(w) = web_sys::window() {
+        let hash = step.map_or("#/".to_string(), |s| format!("#/tour/{s}"));
+        let _ = w.location().set_hash(&hash);
+    }
+}
+
+struct Step {
+    title: &'static str,
+    text: &'static str,
+}
+
+const TEXT: [Step; STEPS] = [
+    Step { title: "1 · Layer 1 filters", text: "ZFNet's first layer is 96 small 7×7 colour filters; a trained network turns them into oriented edges and colour blobs (paper Fig. 6c)." },
+    Step { title: "2 · Layer 1 feature maps", text: "Sliding each filter over the photo gives one feature map: bright wherever the photo looks like that filter." },
+    Step { title: "3 · Layer 2: corners and textures", text: "Each tile pairs a probe-image patch with its deconvnet reconstruction: the nine strongest activations of one layer-2 map (paper Fig. 2)." },
+    Step { title: "4 · Layer 3: patterns", text: "Deeper units see larger patches and respond to richer structure: meshes, repeated patterns, text-like marks." },
+    Step { title: "5 · Layer 4: object parts", text: "Layer-4 units fire on class-specific parts, such as faces or wheels, wherever in the image they appear." },
+    Step { title: "6 · Layer 5: whole objects", text: "Layer-5 units cover most of the image and respond to whole objects in varied poses." },
+    Step { title: "7 · The deconvnet", text: "To see what one activation saw, the deconvnet runs the network backwards: unpool with the recorded switches, rectify, filter with the transposed weights." },
+    Step { title: "8 · Occlusion", text: "Hide one part of the photo with a grey square at a time: where the class probability drops, the network was looking there (paper Fig. 7)." },
+];
+
+#[component]
+pub fn Tour(step: ReadSignal<Option<usize>>) -> impl IntoView {
+    let keys = window_event_listener(leptos::ev::keydown, move |e| {
+        let Some(s) = step.get_untracked() else {
+            return;
+        };
+        match e.key().as_str() {
+            "ArrowRight" | " " | "PageDown" | "Enter" => {
+                e.prevent_default();
+                go(Some((s + 1).min(STEPS)));
+            }
+            "ArrowLeft" | "PageUp" | "Backspace" => {
+                e.prevent_default();
+                go(Some(s.saturating_sub(1).max(1)));
+            }
+            "Escape" => go(None),
+            _ => {}
+        }
+    });
+    on_cleanup(move || keys.remove());
+    // the demo photo, uploaded once for the whole tour
+    let image = LocalResource::new(|| async {
+        let blob = api::get_blob(&format!("/demo/{DEMO}")).await?;
+        api::post_image::<ImageResponse>("/api/images", &blob, DEMO).await
+    });
+    view! {
+        <div class="tour" id="tour" role="dialog" aria-label="classroom tour">
+            {move || step.get().map(|s| {
+                let t = &TEXT[s - 1];
+                view! {
+                    <header class="tour-head">
+                        <h1 id="tour-title">{t.title}</h1>
+                        <span class="tour-count">{format!("{s} / {STEPS}")}</span>
+                    </header>
+                    <p class="tour-text" id="tour-text">{t.text}</p>
+                    <div class="tour-stage" id="tour-stage">
+                        <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading…"</div> }>
+                            {move || image.get().map(|r| match r {
+                                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                                Ok(img) => view! { <StepView step=s image=img /> }.into_any(),
+                            })}
+                        </Suspense>
+                    </div>
+                    <nav class="tour-nav">
+                        <button id="tour-prev" disabled=s == 1 on:click=move |_| go(Some(s - 1))>"← back"</button>
+                        <button id="tour-exit" on:click=move |_| go(None)>"exit (Esc)"</button>
+                        <button id="tour-next" disabled=s == STEPS on:click=move |_| go(Some(s + 1))>"next → (space)"</button>
+                    </nav>
+                }
+            })}
+        </div>
+    }
+}
+
+/// The strongest map of `layer` for the image.
+async fn strongest(image: &str, layer: &str) -> api::ApiResult<usize> {
+    let acts =
+        api::get_json::<LayerActivations>(&format!("/api/images/{image}/layers/{layer}")).await?;
+    Ok(acts
+        .max
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0)
+}
+
+#[component]
+fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
+    let id = image.id.clone();
+    match step {
+        1 => view! {
+            <img class="tour-filters pixelated" id="tour-filters" src="/api/model/filters/conv1.png" alt="the 96 conv1 filters" />
+        }
+        .into_any(),
+        2 => {
+            let id2 = id.clone();
+            let maps = LocalResource::new(move || {
+                let id = id2.clone();
+                async move {
+                    let acts = api::get_json::<LayerActivations>(&format!("/api/images/{id}/layers/conv1")).await?;
+                    let mut order: Vec<usize> = (0..acts.max.len()).collect();
+                    order.sort_by(|&a, &b| acts.max[b].total_cmp(&acts.max[a]));
+                    Ok::<_, String>(order.into_iter().take(8).collect::<Vec<_>>())
+                }
+            });
+            view! {
+                <div class="tour-row">
+                    <img class="tour-input" src=image.input_url.clone() alt="the photo" />
+                    <Suspense fallback=|| ()>
+                        {move || maps.get().map(|r| match r {
+                            Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                            Ok(ms) => view! {
+                                <div class="tour-maps" id="tour-maps">
+                                    {ms.into_iter().map(|m| view! {
+                                        <img class="pixelated" src=format!("/api/images/{}/activation/conv1/{m}", id) alt=format!("conv1 map {m}") />
+                                    }).collect_view()}
+                                </div>
+                            }.into_any(),
+                        })}
+                    </Suspense>
+                </div>
+            }
+            .into_any()
+        }
+        3..=6 => {
+            let layer = format!("conv{}", step - 1);
+            let top = LocalResource::new(move || {
+                let (id, layer) = (id.clone(), layer.clone());
+                async move {
+                    let m = strongest(&id, &layer).await?;
+                    api::get_json::<TopActivations>(&format!("/visualize/{layer}/{m}")).await
+                }
+            });
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"finding the top-9…"</div> }>
+                    {move || top.get().map(|r| match r {
+                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Ok(t) => view! {
+                            <p class="tour-caption">{format!("{} map {}: its 9 strongest activations over {} probe images", t.layer, t.map, t.probe_images)}</p>
+                            <div class="tour-top9" id="tour-top9">
+                                {t.entries.into_iter().map(|e| view! {
+                                    <div class="top9-pair">
+                                        <img src=e.patch_url alt="patch" />
+                                        <img src=e.reconstruction_url alt="reconstruction" />
+                                    </div>
+                                }).collect_view()}
+                            </div>
+                        }.into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
+        7 => {
+            let view_res = LocalResource::new(move || {
+                let id = id.clone();
+                async move {
+                    let m = strongest(&id, "conv5").await?;
+                    api::get_json::<VisualizeResponse>(&format!("/visualize/conv5/{m}?image={id}&mode=unit")).await
+                }
+            });
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"projecting…"</div> }>
+                    {move || view_res.get().map(|r| match r {
+                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Ok(v) => view! {
+                            <div class="tour-row">
+                                <figure><img class="tour-input" src=format!("/api/images/{}/input", v.image) alt="the photo" /><figcaption>"the photo"</figcaption></figure>
+                                <figure><img class="tour-input" id="tour-projection" src=v.projection_url.clone() alt="projection" /><figcaption>{format!("what conv5 map {}'s strongest unit saw", v.map)}</figcaption></figure>
+                            </div>
+                        }.into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
+        _ => {
+            let sweep = LocalResource::new(move || {
+                let id = id.clone();
+                async move {
+                    let request = OcclusionRequest { size: Some(48), stride: Some(16), ..Default::default() };
+                    match api::post_json::<OcclusionStatus, OcclusionResponse>(&format!("/api/images/{id}/occlusion?wait=true"), &request).await? {
+                        api::Started::Done(r) => Ok(r),
+                        api::Started::Accepted(_) => Err("the sweep did not finish".to_string()),
+                    }
+                }
+            });
+            let input = image.input_url.clone();
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"sliding the grey square over the photo (a few seconds)…"</div> }>
+                    {move || sweep.get().map(|r| match r {
+                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Ok(r) => view! {
+                            <div class="tour-row" id="tour-occlusion">
+                                {[(r.probability_url.clone(), format!("p({}) with that part hidden", r.class_label)),
+                                  (r.classes_url.clone(), "most probable class".to_string()),
+                                  (r.activation_url.clone(), format!("conv5 map {} activity", r.strongest_map))]
+                                    .into_iter().map(|(url, caption)| view! {
+                                    <figure>
+                                        <div class="stage tour-stage-img"><img class="input" src=input.clone() alt="photo" /><img class="overlay pixelated" src=url alt=caption.clone() /></div>
+                                        <figcaption>{caption}</figcaption>
+                                    </figure>
+                                }).collect_view()}
+                            </div>
+                        }.into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
+    }
+}
