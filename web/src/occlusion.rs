@@ -13,7 +13,7 @@ use zfvis_api::{ImageResponse, ModelInfo, OcclusionRequest, OcclusionResponse, O
 enum Phase {
     Idle,
     Running { done: usize, total: usize },
-    Done(OcclusionResponse),
+    Done(Box<OcclusionResponse>),
     Failed(String),
 }
 
@@ -47,7 +47,7 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
         let url = format!("/api/images/{id}/occlusion");
         leptos::task::spawn_local(async move {
             match api::post_json::<OcclusionStatus, OcclusionResponse>(&url, &request).await {
-                Ok(api::Started::Done(r)) => set_phase.set(Phase::Done(r)),
+                Ok(api::Started::Done(r)) => set_phase.set(Phase::Done(Box::new(r))),
                 Ok(api::Started::Accepted(s)) => {
                     set_phase.set(Phase::Running {
                         done: s.done,
@@ -105,7 +105,7 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
                     </div>
                 }.into_any(),
                 Phase::Failed(e) => view! { <p class="error" id="occ-error">{e}</p> }.into_any(),
-                Phase::Done(r) => view! { <OcclusionMaps result=r input=input.clone() /> }.into_any(),
+                Phase::Done(r) => view! { <OcclusionMaps result=*r input=input.clone() /> }.into_any(),
             }}
         </section>
     }
@@ -129,7 +129,7 @@ fn follow(url: &str, set_phase: WriteSignal<Phase>) -> Result<EventSource, Strin
     let on_done = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
         es_done.close();
         match serde_json::from_str::<OcclusionResponse>(&data(&e)) {
-            Ok(r) => set_phase.set(Phase::Done(r)),
+            Ok(r) => set_phase.set(Phase::Done(Box::new(r))),
             Err(err) => set_phase.set(Phase::Failed(format!("unexpected answer: {err}"))),
         }
     });

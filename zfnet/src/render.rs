@@ -78,6 +78,34 @@ pub fn crop(image: &RgbImage, b: PixelBox) -> RgbImage {
     .to_image()
 }
 
+/// First-layer filters `[n, 3, k, k]` as one RGB picture (the paper's Fig. 6): a grid of `cols`
+/// columns, each filter scaled `scale`× and contrast-stretched on its own (`0` → mid grey), with
+/// a 1-scaled-pixel dark border between filters.
+pub fn filter_grid(weights: &[f32], n: usize, k: usize, cols: usize, scale: usize) -> RgbImage {
+    let rows = n.div_ceil(cols.max(1));
+    let cell = k * scale + scale;
+    let (w, h) = (cols * cell + scale, rows * cell + scale);
+    let mut img = ImageBuffer::from_pixel(w as u32, h as u32, Rgb([16u8, 20, 24]));
+    for f in 0..n {
+        let filter = &weights[f * 3 * k * k..(f + 1) * 3 * k * k];
+        let peak = filter.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let gain = if peak > 0.0 { 127.0 / peak } else { 0.0 };
+        let (ox, oy) = ((f % cols) * cell + scale, (f / cols) * cell + scale);
+        for y in 0..k * scale {
+            for x in 0..k * scale {
+                let (fy, fx) = (y / scale, x / scale);
+                let px: [u8; 3] = std::array::from_fn(|c| {
+                    (128.0 + filter[(c * k + fy) * k + fx] * gain)
+                        .round()
+                        .clamp(0.0, 255.0) as u8
+                });
+                img.put_pixel((ox + x) as u32, (oy + y) as u32, Rgb(px));
+            }
+        }
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,32 +145,4 @@ mod tests {
         assert_eq!(img.get_pixel(0, 0).0, [lo.r, lo.g, lo.b]);
         assert_eq!(img.get_pixel(1, 1).0, [hi.r, hi.g, hi.b]);
     }
-}
-
-/// First-layer filters `[n, 3, k, k]` as one RGB picture (the paper's Fig. 6): a grid of `cols`
-/// columns, each filter scaled `scale`× and contrast-stretched on its own (`0` → mid grey), with
-/// a 1-scaled-pixel dark border between filters.
-pub fn filter_grid(weights: &[f32], n: usize, k: usize, cols: usize, scale: usize) -> RgbImage {
-    let rows = n.div_ceil(cols.max(1));
-    let cell = k * scale + scale;
-    let (w, h) = (cols * cell + scale, rows * cell + scale);
-    let mut img = ImageBuffer::from_pixel(w as u32, h as u32, Rgb([16u8, 20, 24]));
-    for f in 0..n {
-        let filter = &weights[f * 3 * k * k..(f + 1) * 3 * k * k];
-        let peak = filter.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let gain = if peak > 0.0 { 127.0 / peak } else { 0.0 };
-        let (ox, oy) = ((f % cols) * cell + scale, (f / cols) * cell + scale);
-        for y in 0..k * scale {
-            for x in 0..k * scale {
-                let (fy, fx) = (y / scale, x / scale);
-                let px: [u8; 3] = std::array::from_fn(|c| {
-                    (128.0 + filter[(c * k + fy) * k + fx] * gain)
-                        .round()
-                        .clamp(0.0, 255.0) as u8
-                });
-                img.put_pixel((ox + x) as u32, (oy + y) as u32, Rgb(px));
-            }
-        }
-    }
-    img
 }
