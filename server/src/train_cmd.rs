@@ -72,10 +72,15 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         } => {
             bar.set_prefix(format!("epoch {}", state.epoch + 1));
             bar.set_position(state.step as u64);
-            bar.set_message(format!(
+            let msg = format!(
                 "loss {loss:.3}  acc {:.1}%  {images_per_s:.1} img/s  lr {lr:.0e}",
                 accuracy * 100.0
-            ));
+            );
+            // without a terminal (nohup, a batch job) the bar is hidden: log a line now and then
+            if bar.is_hidden() && state.step.is_multiple_of(10) {
+                eprintln!("epoch {} step {}: {msg}", state.epoch + 1, state.step);
+            }
+            bar.set_message(msg);
         }
         Progress::Validating { epoch, images } => {
             bar.set_message(format!(
@@ -96,11 +101,16 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                     v.top5 * 100.0
                 )
             });
-            bar.println(format!(
+            let line = format!(
                 "epoch {}: train loss {train_loss:.4}  acc {:.2}%{v}",
                 epoch + 1,
                 train_accuracy * 100.0
-            ));
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         Progress::Checkpointed { .. } => {}
     };
