@@ -145,6 +145,16 @@ enum Command {
         #[arg(long)]
         record: bool,
     },
+    /// Copy a model (weights + manifest) to another place, optionally as fp16 (half the size).
+    Export {
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Store the tensors as fp16; loading converts back to f32.
+        #[arg(long)]
+        f16: bool,
+    },
     /// Write the seeded random-init placeholder model (skipped if the file exists).
     InitWeights {
         #[arg(long, default_value = DEFAULT_WEIGHTS)]
@@ -289,6 +299,7 @@ async fn run() -> anyhow::Result<()> {
         } => {
             tokio::task::block_in_place(|| train_cmd::eval(&weights, &data, &device, batch, record))
         }
+        Command::Export { weights, out, f16 } => export(&weights, &out, f16),
         Command::InitWeights { out, seed } => {
             let written = zfnet::init::write_placeholder(&out, seed)
                 .with_context(|| format!("writing the placeholder model to {}", out.display()))?;
@@ -303,6 +314,37 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn export(weights: &Path, out: &Path, f16: bool) -> anyhow::Result<()> {
+    let model = zfnet::LoadedModel::load(weights, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let dtype = if f16 {
+        candle_core::DType::F16
+    } else {
+        candle_core::DType::F32
+    };
+    let tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = out.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let mut manifest = model.manifest;
+    if f16 {
+        manifest
+            .provenance
+            .push_str(" Stored as fp16 by `zfvis export --f16`.");
+        // accuracy must be measured again on the fp16 weights
+        manifest.evaluation = None;
+    }
+    manifest.save(&zfnet::manifest::manifest_path(out))?;
+    println!("wrote {} ({:?})", out.display(), dtype);
+    Ok(())
 }
 
 struct ProbeArgs {

@@ -125,6 +125,29 @@ fn train_eval_resume_and_mistakes() {
     }
     assert!((correct as f32 / 6.0 - recorded.top1).abs() < 1e-6);
 
+    // fp16 export: half the size, same predictions on this set
+    let half = tmp.join("half.safetensors");
+    let out = zfvis(&[
+        "export",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        half.to_str().unwrap(),
+        "--f16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let full_len = std::fs::metadata(&weights).unwrap().len();
+    let half_len = std::fs::metadata(&half).unwrap().len();
+    assert!(half_len * 2 < full_len + 4096, "{half_len} vs {full_len}");
+    let out = zfvis(&[
+        "eval",
+        "--data",
+        val.to_str().unwrap(),
+        "--weights",
+        half.to_str().unwrap(),
+    ]);
+    assert!(text(&out).contains(&expected), "{}", text(&out));
+
     // resuming a finished run finishes at once
     let out = zfvis(&["train", "--resume", r]);
     assert!(

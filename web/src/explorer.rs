@@ -280,13 +280,21 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
                                     let layer = layer.clone();
                                     let label = e.label.clone().unwrap_or_else(|| e.image.clone());
                                     let title = format!("#{} {:.3} · {}", e.rank + 1, e.value, e.image);
+                                    let (patch_url, recon_url) = (e.patch_url.clone(), e.reconstruction_url.clone());
                                     view! {
+                                        <div class="top9-cell">
                                         <button class="top9-pair" title=title
                                             on:click=move |_| open(url.clone(), layer.clone(), map)>
                                             <img class="patch" src=e.patch_url alt="probe patch" />
                                             <img class="recon" src=e.reconstruction_url alt="reconstruction" />
                                             <span class="top9-label">{format!("{:.2} · {label}", e.value)}</span>
                                         </button>
+                                        <span class="top9-downloads">
+                                            <a class="download" href=patch_url.clone() download=format!("top{}-patch.png", e.rank + 1)>"patch"</a>
+                                            " · "
+                                            <a class="download" href=recon_url.clone() download=format!("top{}-reconstruction.png", e.rank + 1)>"reconstruction"</a>
+                                        </span>
+                                        </div>
                                     }
                                 }).collect_view()}
                             </div>

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Trains (or resumes) the default model on Imagenette exactly as it was trained, then evaluates
+# it, stores it as fp16 in model-weights/ and records its val accuracy in the manifest.
+# Runs for hours on a CPU: interrupt at will (Ctrl-C writes a checkpoint) and run again to resume.
+#   RUN=~/.cache/zfvis/runs/imagenette-default DATA=../shared/datasets/imagenette scripts/train-default.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source scripts/env.sh
+DATA="${DATA:-$ROOT/../shared/datasets/imagenette}"
+RUN="${RUN:-$ZFVIS_CACHE/runs/imagenette-default}"
+[ -d "$DATA/train" ] || { echo "no Imagenette at $DATA (set DATA=DIR with train/ and val/)"; exit 1; }
+cargo build -p zfvis
+ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
+if [ -f "$RUN/config.json" ]; then
+  "$ZFVIS" train --resume "$RUN"
+else
+  "$ZFVIS" train --data "$DATA" --out "$RUN" --epochs 16 --lr-drops 11,14 --seed 1
+fi
+"$ZFVIS" export --weights "$RUN/model.safetensors" --out model-weights/zfnet-imagenette.safetensors --f16
+"$ZFVIS" eval --data "$DATA/val" --weights model-weights/zfnet-imagenette.safetensors --record
+cp "$RUN/log.csv" "$RUN/epochs.csv" model-weights/
+echo "default model written to model-weights/ (commit it with its manifest and logs)"
