@@ -5,27 +5,15 @@
 //! `cargo bench -p zfnet --bench deconv`
 
 /// The allocator the zfvis binary uses, so timings match it.
+mod common;
+use common::median_ms;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{Device, Tensor};
-use std::time::Instant;
 use zfnet::arch::Architecture;
 use zfnet::deconv::{conv_transpose, project, Selection};
-
-/// Median wall time of `runs` calls, after one warm-up call.
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let device = Device::Cpu;

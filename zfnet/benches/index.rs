@@ -6,6 +6,8 @@
 //! the repo, else the demo photos; the first 160 of them)
 
 /// The allocator the zfvis binary uses, so timings match it.
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -18,13 +20,7 @@ use zfnet::manifest::{imagenette_classes, Manifest, Preprocess};
 use zfnet::LoadedModel;
 
 fn main() -> anyhow::Result<()> {
-    // as `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages
-    // SAFETY: option setters of the linked mimalloc; 15 = mi_option_purge_delay, checked first.
-    unsafe {
-        if (0..=60_000).contains(&libmimalloc_sys::mi_option_get(15)) {
-            libmimalloc_sys::mi_option_set(15, -1);
-        }
-    }
+    common::keep_freed_memory();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let probe = std::env::var_os("ZFVIS_PROBE")
         .map(PathBuf::from)

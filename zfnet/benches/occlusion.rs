@@ -4,6 +4,8 @@
 //! `cargo bench -p zfnet --bench occlusion`
 
 /// The allocator the zfvis binary uses, so timings match it.
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

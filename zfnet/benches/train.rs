@@ -5,36 +5,19 @@
 //! `cargo bench -p zfnet --bench train`
 
 /// The allocator the zfvis binary uses, so timings match it.
+mod common;
+use common::median_ms;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::{Device, Tensor, Var};
-use std::time::Instant;
 use zfnet::arch::Architecture;
 use zfnet::ops::conv::conv2d_relu;
 use zfnet::train::forward_train;
 
-fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[runs / 2]
-}
-
 fn main() -> anyhow::Result<()> {
-    // as `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages
-    // SAFETY: option setters of the linked mimalloc; 15 = mi_option_purge_delay, checked first.
-    unsafe {
-        if (0..=60_000).contains(&libmimalloc_sys::mi_option_get(15)) {
-            libmimalloc_sys::mi_option_set(15, -1);
-        }
-    }
+    common::keep_freed_memory();
     let device = Device::Cpu;
     let arch = Architecture::Zfnet;
     let batch = 32;

@@ -222,28 +222,11 @@ pub fn conv_relu_host(
     g: &ConvGeometry,
 ) -> Vec<f32> {
     let mut out = vec![0f32; n * g.output_len()];
-    let par = inner_parallelism(n);
     out.par_chunks_mut(g.output_len())
         .zip(x.par_chunks(g.input_len()))
-        .for_each_init(
-            || vec![0f32; g.rows() * g.cols()],
-            |cols, (y, img)| {
-                im2col(img, g, cols);
-                sgemm(
-                    (g.c_out, g.cols(), g.rows()),
-                    Mat::rows(weight, g.rows()),
-                    Mat::rows(cols, g.cols()),
-                    y,
-                    false,
-                    par,
-                );
-                for (row, &b) in y.chunks_mut(g.cols()).zip(bias) {
-                    for v in row {
-                        *v = (*v + b).max(0.0);
-                    }
-                }
-            },
-        );
+        .for_each_init(Vec::new, |cols, (y, img)| {
+            conv_relu_image(img, weight, bias, g, cols, y, n == 1)
+        });
     out
 }
 

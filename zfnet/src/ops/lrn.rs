@@ -18,7 +18,7 @@
 
 use super::host_nchw;
 use crate::Result;
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// LRN hyper-parameters.
@@ -53,14 +53,7 @@ impl LrnParams {
 /// Applies LRN across channels to an NCHW tensor. Differentiable on the CPU (a candle custom op);
 /// other devices round-trip through host memory.
 pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        return Ok(x.contiguous()?.apply_op1(LrnOp(p))?);
-    }
-    let host = x
-        .to_device(&Device::Cpu)?
-        .contiguous()?
-        .apply_op1(LrnOp(p))?;
-    Ok(host.to_device(x.device())?)
+    super::apply_on_host(x, LrnOp(p))
 }
 
 /// `D` for every element of one image `[c, plane]`: a running sum of squares over the channel
@@ -188,7 +181,7 @@ impl CustomOp1 for LrnOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     /// Straight from the formula, no running sums.
     fn lrn_naive(a: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {

@@ -118,14 +118,7 @@ pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
 /// output's gradient to its window's maximum, summing where windows share one: the same rule as
 /// [`max_unpool`]). For training; other devices round-trip through host memory.
 pub fn max_pool(x: &Tensor, pool: Pool2d) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        return Ok(x.contiguous()?.apply_op1(MaxPoolOp(pool))?);
-    }
-    let host = x
-        .to_device(&Device::Cpu)?
-        .contiguous()?
-        .apply_op1(MaxPoolOp(pool))?;
-    Ok(host.to_device(x.device())?)
+    super::apply_on_host(x, MaxPoolOp(pool))
 }
 
 struct MaxPoolOp(Pool2d);

@@ -13,6 +13,19 @@ pub mod maxpool;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
 
+/// Applies a CPU custom op to `x` wherever it lives: directly on the CPU, through host memory
+/// (differentiably: candle's `to_device` has a backward) on other devices.
+pub(crate) fn apply_on_host(
+    x: &Tensor,
+    op: impl candle_core::CustomOp1 + Send + Sync + 'static,
+) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
+    let host = x.to_device(&Device::Cpu)?.contiguous()?.apply_op1(op)?;
+    Ok(host.to_device(x.device())?)
+}
+
 /// `(data, [n, c, h, w], device)` of a rank-4 tensor, as a contiguous host `f32` vector.
 pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
     let (n, c, h, w) = x.dims4()?;
