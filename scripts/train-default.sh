@@ -19,5 +19,5 @@ else
 fi
 "$ZFVIS" export --weights "$RUN/model.safetensors" --out model-weights/zfnet-imagenette.safetensors --f16
 "$ZFVIS" eval --data "$DATA/val" --weights model-weights/zfnet-imagenette.safetensors --record
-cp "$RUN/log.csv" "$RUN/epochs.csv" model-weights/
+cp "$RUN/log.csv" "$RUN/epochs.csv" "$RUN/curves.png" model-weights/
 echo "default model written to model-weights/ (commit it with its manifest and logs)"

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod model;
 pub mod occlusion;
 pub mod ops;
+pub mod plot;
 pub mod preprocess;
 pub mod probe;
 pub mod receptive;

@@ -17,7 +17,7 @@
 //!
 //! Files in a run directory: `config.json`, `checkpoint/` (`state.safetensors` + `state.json`,
 //! replaced atomically), `log.csv` (one row per step), `epochs.csv` (one row per epoch with
-//! validation accuracy), `snapshots/epoch-NNN.safetensors` (+ manifest) at epochs 1, 2, 5, 10, 20,
+//! validation accuracy; `curves.png` plots it), `snapshots/epoch-NNN.safetensors` (+ manifest) at epochs 1, 2, 5, 10, 20,
 //! 30, 40, 64, and `model.safetensors` (+ `model.json`) when the run completes.
 
 use crate::arch::Architecture;
@@ -622,6 +622,7 @@ impl Trainer {
             let train_loss = (loss_sum / seen.max(1) as f64) as f32;
             let train_accuracy = correct as f32 / seen.max(1) as f32;
             self.log_epoch(epoch, train_loss, train_accuracy, val)?;
+            self.plot_curves()?;
             progress(&Progress::EpochDone {
                 epoch,
                 train_loss,
@@ -815,6 +816,14 @@ impl Trainer {
                 self.state.elapsed_s
             ),
         )
+    }
+
+    /// Redraws `curves.png` from `epochs.csv`.
+    fn plot_curves(&self) -> Result<()> {
+        let csv = self.run_dir.join("epochs.csv");
+        let text = std::fs::read_to_string(&csv).map_err(io_err(&csv))?;
+        let img = crate::plot::training_curves(&crate::plot::parse_epochs_csv(&text));
+        write_atomic(&self.run_dir.join("curves.png"), &crate::render::png(&img))
     }
 
     fn last_validation(&self) -> Result<Option<EvalResult>> {
