@@ -73,6 +73,11 @@ pub fn index_with_bar(
     let started = std::time::Instant::now();
     let (index, skipped) =
         zfnet::probe::build_index(model, probe, files, k, batch, |done, skipped| {
+            // without a terminal the bar is hidden: a line every 10%
+            let tenth = (files.len() / 10).max(1);
+            if bar.is_hidden() && done / tenth != (bar.position() as usize) / tenth {
+                eprintln!("indexed {done}/{} images ({skipped} skipped)", files.len());
+            }
             bar.set_position(done as u64);
             if skipped > 0 {
                 bar.set_message(format!("{skipped} skipped"));
