@@ -264,3 +264,21 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('the layout fits a laptop screen and a 1080p projector without sideways scrolling', async () => {
+  for (const [width, height] of [[1366, 768], [1920, 1080]]) {
+    const page = await browser.newPage({ viewport: { width, height } });
+    const errors = [];
+    page.on('pageerror', e => errors.push(e.message));
+    await page.goto(url);
+    await page.locator('#file-input').waitFor({ timeout: 30000 });
+    await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'horses.jpg'));
+    await page.locator('#map-grid .map').first().click({ timeout: 30000 });
+    await page.locator('#top9-grid .top9-pair').nth(8).waitFor({ timeout: 60000 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `${width}×${height}: ${overflow}px of sideways scrolling`);
+    await page.screenshot({ path: path.join(ARTIFACTS, `layout-${width}x${height}.png`) });
+    assert.deepEqual(errors, []);
+    await page.close();
+  }
+});
