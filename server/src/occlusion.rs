@@ -317,7 +317,7 @@ async fn run(
             }
             Err(e) => fail(e.status, e.code, e.message),
         },
-        Ok(Err(_)) if job.cancel.load(Ordering::SeqCst) => {
+        Ok(Err(zfnet::Error::Cancelled)) => {
             job.state.send_replace(SweepState::Cancelled);
         }
         Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

@@ -21,6 +21,9 @@ pub enum Error {
     Image(#[from] crate::preprocess::ImageError),
     #[error("{0}")]
     Invalid(String),
+    /// Long work stopped because its caller asked it to.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -143,8 +143,7 @@ pub struct OcclusionResult {
 }
 
 /// Runs a sweep over `input` (`[1, 3, 224, 224]`, normalised). `progress(done, total)` is called
-/// as positions finish; returning `false` cancels (the result is then `Error::Cancelled`-like
-/// [`Error::Invalid`] "cancelled").
+/// as positions finish; returning `false` cancels the sweep ([`Error::Cancelled`]).
 pub fn sweep(
     net: &ZfNet,
     preprocess: &Preprocess,
@@ -215,7 +214,7 @@ pub fn sweep(
                 let probs = crate::model::softmax(&trace.logits)?.to_vec2::<f32>()?;
                 out.extend(sums.into_iter().zip(probs));
                 if !progress(out.len(), total) {
-                    return Err(Error::Invalid("cancelled".into()));
+                    return Err(Error::Cancelled);
                 }
             }
             out
@@ -431,7 +430,7 @@ fn incremental(
         })
         .collect();
     if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(Error::Invalid("cancelled".into()));
+        return Err(Error::Cancelled);
     }
     let _ = maps5;
     // the head, batched over positions
