@@ -130,6 +130,9 @@ fn line(img: &mut RgbImage, (x0, y0): (i32, i32), (x1, y1): (i32, i32), c: Rgb<u
     }
 }
 
+/// A named, coloured line of `(epoch, value)` points.
+type Series<'a> = (&'a str, Rgb<u8>, Vec<(usize, f32)>);
+
 /// One panel: axes, grid, y labels, the series as lines with dots, and a legend.
 #[allow(clippy::too_many_arguments)]
 fn panel(
@@ -139,7 +142,7 @@ fn panel(
     epochs: usize,
     (lo, hi): (f32, f32),
     label: &dyn Fn(f32) -> String,
-    series: &[(&str, Rgb<u8>, Vec<(usize, f32)>)],
+    series: &[Series],
 ) {
     let (top, bottom, width) = (40, H as i32 - 40, W as i32 / 2 - 90);
     let x_of = |e: usize| {
