@@ -118,10 +118,21 @@ pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
 /// output's gradient to its window's maximum, summing where windows share one: the same rule as
 /// [`max_unpool`]). For training; other devices round-trip through host memory.
 pub fn max_pool(x: &Tensor, pool: Pool2d) -> Result<Tensor> {
-    super::apply_on_host(x, MaxPoolOp(pool))
+    super::apply_on_host(
+        x,
+        MaxPoolOp {
+            pool,
+            switches: std::sync::Mutex::new(None),
+        },
+    )
 }
 
-struct MaxPoolOp(Pool2d);
+/// The op keeps the switches of its forward pass for its backward (candle calls both on the same
+/// instance), so the backward does not pool again.
+struct MaxPoolOp {
+    pool: Pool2d,
+    switches: std::sync::Mutex<Option<Vec<u32>>>,
+}
 
 impl candle_core::CustomOp1 for MaxPoolOp {
     fn name(&self) -> &'static str {
@@ -138,7 +149,10 @@ impl candle_core::CustomOp1 for MaxPoolOp {
             _ => candle_core::bail!("max_pool: contiguous f32 input expected"),
         };
         let (n, c, h, w) = l.shape().dims4()?;
-        let (values, _, oh, ow) = pool_all(data, [n, c, h, w], self.0);
+        let (values, switches, oh, ow) = pool_all(data, [n, c, h, w], self.pool);
+        if let Ok(mut kept) = self.switches.lock() {
+            *kept = Some(switches);
+        }
         Ok((candle_core::CpuStorage::F32(values), (n, c, oh, ow).into()))
     }
 
@@ -149,8 +163,16 @@ impl candle_core::CustomOp1 for MaxPoolOp {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let msg = |e: crate::Error| candle_core::Error::Msg(e.to_string());
-        let (data, [n, c, h, w], _) = host_nchw(arg).map_err(msg)?;
-        let (_, switches, oh, ow) = pool_all(&data, [n, c, h, w], self.0);
+        let (n, c, h, w) = arg.dims4()?;
+        let (oh, ow) = (self.pool.output_len(h), self.pool.output_len(w));
+        let kept = self.switches.lock().ok().and_then(|mut k| k.take());
+        let switches = match kept {
+            Some(s) if s.len() == n * c * oh * ow => s,
+            _ => {
+                let (data, _, _) = host_nchw(arg).map_err(msg)?;
+                pool_all(&data, [n, c, h, w], self.pool).1
+            }
+        };
         let switches = Tensor::from_vec(switches, (n, c, oh, ow), arg.device())?;
         Ok(Some(max_unpool(grad, &switches, (h, w)).map_err(msg)?))
     }
