@@ -223,6 +223,9 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
   const errors = [];
   page.on('pageerror', e => errors.push(e.message));
+  // offline: nothing may be fetched from anywhere but zfvis itself (no CDN, no web fonts)
+  const foreign = [];
+  page.on('request', r => { if (!r.url().startsWith(url) && !r.url().startsWith('blob:') && !r.url().startsWith('data:')) foreign.push(r.url()); });
   await page.goto(url);
   await page.locator('#tour-start').click();
   const expectations = [
@@ -261,6 +264,7 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   assert.ok(size >= 48, `title ${size}px`);
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => !document.querySelector('#tour'));
+  assert.deepEqual(foreign, [], 'requests outside zfvis');
   assert.deepEqual(errors, []);
   await page.close();
 });
