@@ -118,20 +118,19 @@ async fn top9_entries_match_the_single_image_views() {
             .sum::<usize>()
     );
     let errors = [
-        ("/visualize/conv5/256", 404, "map_out_of_range"),
-        ("/api/probe/conv5/3/9/patch.png", 404, "rank_out_of_range"),
-        ("/api/probe/conv5/3/0/other.png", 404, "unknown_picture"),
+        ("/visualize/conv5/256".to_string(), 404, "map_out_of_range"),
+        (
+            "/api/probe/conv5/3/9/patch.png".to_string(),
+            404,
+            "rank_out_of_range",
+        ),
+        (
+            "/api/probe/conv5/3/0/other.png".to_string(),
+            404,
+            "unknown_picture",
+        ),
     ];
-    for (path, status, code) in errors {
-        let resp = client
-            .get(format!("{}{path}", server.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{path}");
-        let body: zfvis_api::ApiError = resp.json().await.unwrap();
-        assert_eq!(body.code, code, "{path}");
-    }
+    common::expect_get_errors(&client, &server.url, &errors).await;
     let resp = client
         .post(format!("{}/api/probe/images/99", server.url))
         .send()

@@ -5,7 +5,7 @@ mod common;
 
 use common::{demo_image, fixture_weights, upload, Server};
 use reqwest::StatusCode;
-use zfvis_api::{ApiError, LayerActivations, VisualizeResponse};
+use zfvis_api::{LayerActivations, VisualizeResponse};
 
 async fn get_png(client: &reqwest::Client, url: &str) -> image::RgbImage {
     let resp = client.get(url).send().await.unwrap();
@@ -177,16 +177,7 @@ async fn visualize_errors_are_json() {
             "map_out_of_range",
         ),
     ];
-    for (path, status, code) in cases {
-        let resp = client
-            .get(format!("{}{path}", server.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{path}");
-        let err: ApiError = resp.json().await.unwrap();
-        assert_eq!(err.code, code, "{path}: {}", err.error);
-    }
+    common::expect_get_errors(&client, &server.url, &cases).await;
     // an explicit unit is honoured
     let v: VisualizeResponse = common::get_json(
         &client,

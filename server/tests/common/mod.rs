@@ -87,3 +87,17 @@ pub async fn upload(client: &reqwest::Client, url: &str, name: &str) -> zfvis_ap
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     resp.json().await.unwrap()
 }
+
+/// GETs each path and checks its status and JSON error code.
+pub async fn expect_get_errors(
+    client: &reqwest::Client,
+    base: &str,
+    cases: &[(String, u16, &str)],
+) {
+    for (path, status, code) in cases {
+        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), *status, "{path}");
+        let err: zfvis_api::ApiError = resp.json().await.unwrap();
+        assert_eq!(err.code, *code, "{path}: {}", err.error);
+    }
+}
