@@ -108,6 +108,15 @@ impl TrainConfig {
                 self.micro_batch, self.batch
             ));
         }
+        if self.batch > 65_536 || self.micro_batch > 512 {
+            return bad(format!(
+                "batch ({}) must be at most 65536 and micro-batch ({}) at most 512 (memory grows with it)",
+                self.batch, self.micro_batch
+            ));
+        }
+        if self.fc_width == 0 || self.fc_width > 16_384 {
+            return bad(format!("fc width must be 1–16384, got {}", self.fc_width));
+        }
         if !(self.lr > 0.0 && self.lr < 10.0) {
             return bad(format!("learning rate must be in (0, 10), got {}", self.lr));
         }
