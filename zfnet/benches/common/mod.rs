@@ -3,13 +3,13 @@
 use std::time::Instant;
 
 #[allow(dead_code)]
-/// As `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages for reuse.
+/// As `zfvis train` / `zfvis index` do (server/src/alloc.rs): keep freed pages for 10 s.
 pub fn keep_freed_memory() {
     // SAFETY: option getter/setter of the linked mimalloc; 15 = mi_option_purge_delay, checked to
     // hold a plausible delay first.
     unsafe {
         if (0..=60_000).contains(&libmimalloc_sys::mi_option_get(15)) {
-            libmimalloc_sys::mi_option_set(15, -1);
+            libmimalloc_sys::mi_option_set(15, 10_000);
         }
     }
 }
