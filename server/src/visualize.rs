@@ -469,13 +469,25 @@ pub async fn patch_png(
     Path((id, layer, map)): Path<(String, String, usize)>,
     q: Result<Query<PictureQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let q = query(q)?;
-    let layer = parse_layer(&layer)?;
-    let image = stored(&state, &id)?;
-    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    let (_, layer, image, choice) = resolve_unit(&state, &id, &layer, map, q)?;
     let b = receptive_field(state.model.net.arch, layer).unit_box(choice.unit.0, choice.unit.1);
     let patch = zfnet::render::crop(&image.crop, b);
     Ok(png_response(Arc::new(zfnet::render::png(&patch))))
+}
+
+/// The picture routes' shared opening: their query, layer, stored image and chosen unit.
+fn resolve_unit(
+    state: &AppState,
+    id: &str,
+    layer: &str,
+    map: usize,
+    q: Result<Query<PictureQuery>, QueryRejection>,
+) -> Result<(PictureQuery, usize, Arc<StoredImage>, UnitChoice), AppError> {
+    let q = query(q)?;
+    let layer = parse_layer(layer)?;
+    let image = stored(state, id)?;
+    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    Ok((q, layer, image, choice))
 }
 
 /// The deconvnet projection of the map (or its chosen unit) to pixel space.
@@ -487,10 +499,7 @@ pub async fn projection_png(
     Path((id, layer, map)): Path<(String, String, usize)>,
     q: Result<Query<PictureQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
-    let q = query(q)?;
-    let layer = parse_layer(&layer)?;
-    let image = stored(&state, &id)?;
-    let choice = choose_unit(&image, layer, map, q.x, q.y)?;
+    let (q, layer, image, choice) = resolve_unit(&state, &id, &layer, map, q)?;
     let mode = q.mode.unwrap_or_default();
     let crop = q.crop.unwrap_or(mode == ProjectionMode::Unit);
     let key = format!(

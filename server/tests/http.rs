@@ -185,7 +185,7 @@ async fn bad_uploads_get_json_errors_naming_the_problem() {
 
 #[tokio::test]
 async fn the_placeholder_model_serves_and_says_it_is_untrained() {
-    let dir = std::env::temp_dir().join(format!("zfvis-placeholder-{}", std::process::id()));
+    let dir = common::scratch_dir("placeholder");
     let weights = dir.join("zfnet.safetensors");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_zfvis"))
         .args(["init-weights", "--seed", "3", "--out"])

@@ -35,7 +35,7 @@ fn probe_folder(dir: &Path) {
 
 #[test]
 fn merged_shards_equal_a_single_run() {
-    let tmp = std::env::temp_dir().join(format!("zfvis-index-{}", std::process::id()));
+    let tmp = common::scratch_dir("index");
     let probe = tmp.join("probe");
     probe_folder(&probe);
     let weights = fixture_weights();

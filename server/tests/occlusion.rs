@@ -188,7 +188,7 @@ async fn sweep_results_progress_and_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_cancels_its_sweep() {
     // full-size random weights: a stride-4 sweep takes long enough to leave in the middle
-    let dir = std::env::temp_dir().join(format!("zfvis-occl-{}", std::process::id()));
+    let dir = common::scratch_dir("occl");
     let weights = dir.join("full.safetensors");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zfvis"))
         .args(["init-weights", "--out"])

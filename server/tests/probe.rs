@@ -3,17 +3,10 @@
 
 mod common;
 
-use common::{fixture_weights, get_json, repo_root, Server};
+use common::{fixture_weights, get_json, repo_root, scratch_dir, Server};
 use std::path::PathBuf;
 use std::process::Command;
 use zfvis_api::{ImageResponse, TopActivations, VisualizeResponse};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zfvis-probe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn demo() -> PathBuf {
     repo_root().join("web/assets/demo")
@@ -25,7 +18,7 @@ fn rgb(png: &[u8]) -> image::RgbImage {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn top9_entries_match_the_single_image_views() {
-    let cache = scratch("serve");
+    let cache = scratch_dir("probe-serve");
     let weights = fixture_weights();
     let server = Server::start(
         &weights,
@@ -171,7 +164,7 @@ fn serve_fails(args: &[&str]) -> String {
 
 #[test]
 fn an_index_for_other_weights_or_changed_images_is_refused() {
-    let tmp = scratch("refuse");
+    let tmp = scratch_dir("probe-refuse");
     let probe = tmp.join("probe");
     std::fs::create_dir_all(&probe).unwrap();
     for name in ["dog.jpg", "kite.jpg", "coffee.png"] {

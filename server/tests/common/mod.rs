@@ -11,6 +11,14 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// An empty directory of its own under the system temp dir, for one test of this process.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zfvis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    dir
+}
+
 pub fn fixture_weights() -> PathBuf {
     repo_root().join("tests/fixtures/zfnet-narrow.safetensors")
 }

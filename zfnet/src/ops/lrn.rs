@@ -181,6 +181,7 @@ impl CustomOp1 for LrnOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::{assert_gradients_match, numeric_gradient};
     use candle_core::{Device, Var};
 
     /// Straight from the formula, no running sums.
@@ -260,26 +261,19 @@ mod tests {
                 .expect("gradient")
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            let loss = |v: &[f32]| -> f64 {
-                (0..n)
+            let numeric = numeric_gradient(&data, 1e-2, |v| {
+                Ok((0..n)
                     .flat_map(|i| lrn_naive(&v[i * c * h * w..(i + 1) * c * h * w], c, h * w, p))
                     .zip(&probe)
                     .map(|(a, &b)| a as f64 * b as f64)
-                    .sum()
-            };
-            let eps = 1e-2;
-            for i in 0..data.len() {
-                let mut plus = data.clone();
-                plus[i] += eps;
-                let mut minus = data.clone();
-                minus[i] -= eps;
-                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
-                assert!(
-                    (analytic[i] as f64 - numeric).abs() < 2e-3 * numeric.abs().max(1.0),
-                    "size {size} beta {beta} element {i}: {} vs {numeric}",
-                    analytic[i]
-                );
-            }
+                    .sum())
+            })?;
+            assert_gradients_match(
+                &analytic,
+                &numeric,
+                2e-3,
+                &format!("size {size} beta {beta}"),
+            );
         }
         Ok(())
     }

@@ -218,6 +218,7 @@ pub fn max_unpool(signal: &Tensor, switches: &Tensor, input_hw: (usize, usize)) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::gradcheck::{assert_gradients_match, numeric_gradient};
 
     #[test]
     fn zfnet_pool_sizes() {
@@ -294,24 +295,14 @@ mod tests {
             .expect("gradient")
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let loss = |v: &[f32]| -> anyhow::Result<f32> {
+        let numeric = numeric_gradient(&data, 0.01, |v| {
             let t = Tensor::from_vec(v.to_vec(), (n, c, h, w), &Device::Cpu)?;
             let pooled = max_pool_with_switches(&t, Pool2d::OVERLAPPING_CEIL)?.output;
-            Ok((pooled * &probe_t)?.sum_all()?.to_scalar::<f32>()?)
-        };
-        let eps = 0.01;
-        for i in 0..len {
-            let mut plus = data.clone();
-            plus[i] += eps;
-            let mut minus = data.clone();
-            minus[i] -= eps;
-            let numeric = (loss(&plus)? - loss(&minus)?) / (2.0 * eps);
-            assert!(
-                (analytic[i] - numeric).abs() < 1e-2,
-                "element {i}: {} vs {numeric}",
-                analytic[i]
-            );
-        }
+            Ok(f64::from(
+                (pooled * &probe_t)?.sum_all()?.to_scalar::<f32>()?,
+            ))
+        })?;
+        assert_gradients_match(&analytic, &numeric, 1e-2, "max pool");
         assert!(
             analytic.iter().any(|&g| g.abs() > 1.0),
             "some windows share a switch"

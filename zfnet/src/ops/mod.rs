@@ -50,3 +50,37 @@ pub fn argmax(values: &[f32]) -> (usize, f32) {
             }
         })
 }
+
+/// Finite-difference checks shared by the custom ops' gradient tests.
+#[cfg(test)]
+pub(crate) mod gradcheck {
+    /// Central differences of `loss` at `point`, one element at a time.
+    pub fn numeric_gradient(
+        point: &[f32],
+        eps: f32,
+        mut loss: impl FnMut(&[f32]) -> anyhow::Result<f64>,
+    ) -> anyhow::Result<Vec<f64>> {
+        let mut moved = point.to_vec();
+        (0..point.len())
+            .map(|i| {
+                moved[i] = point[i] + eps;
+                let plus = loss(&moved)?;
+                moved[i] = point[i] - eps;
+                let minus = loss(&moved)?;
+                moved[i] = point[i];
+                Ok((plus - minus) / (2.0 * f64::from(eps)))
+            })
+            .collect()
+    }
+
+    /// Every analytic element within `tolerance` of the numeric one, relative above magnitude 1.
+    pub fn assert_gradients_match(analytic: &[f32], numeric: &[f64], tolerance: f64, what: &str) {
+        assert_eq!(analytic.len(), numeric.len(), "{what}: gradient lengths");
+        for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
+            assert!(
+                (f64::from(a) - n).abs() < tolerance * n.abs().max(1.0),
+                "{what} element {i}: analytic {a} vs numeric {n}"
+            );
+        }
+    }
+}
