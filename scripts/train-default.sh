@@ -15,7 +15,7 @@ ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
 if [ -f "$RUN/config.json" ]; then
   "$ZFVIS" train --resume "$RUN"
 else
-  "$ZFVIS" train --data "$DATA" --out "$RUN" --epochs 16 --lr-drops 11,14 --seed 1
+  "$ZFVIS" train --data "$DATA" --out "$RUN" --epochs 14 --lr-drops 10,13 --seed 1
 fi
 "$ZFVIS" export --weights "$RUN/model.safetensors" --out model-weights/zfnet-imagenette.safetensors --f16
 "$ZFVIS" eval --data "$DATA/val" --weights model-weights/zfnet-imagenette.safetensors --record

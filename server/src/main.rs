@@ -105,6 +105,7 @@ enum Command {
         resume: Option<PathBuf>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Epochs in all (with --resume: moves the end of the run).
         #[arg(long)]
         epochs: Option<usize>,
         #[arg(long, default_value_t = 128)]
@@ -114,7 +115,8 @@ enum Command {
         micro_batch: usize,
         #[arg(long, default_value_t = 0.01)]
         lr: f64,
-        /// Epochs at whose start the learning rate is divided by 10, e.g. 20,27.
+        /// Epochs at whose start the learning rate is divided by 10, e.g. 20,27 (with --resume:
+        /// only drops still ahead of the run may move).
         #[arg(long, value_delimiter = ',')]
         lr_drops: Option<Vec<usize>>,
         #[arg(long, default_value_t = 5e-4)]
@@ -271,7 +273,7 @@ async fn run() -> anyhow::Result<()> {
                 batch,
                 micro_batch,
                 lr,
-                lr_drops: lr_drops.unwrap_or(defaults.lr_drops.clone()),
+                lr_drops: lr_drops.clone().unwrap_or(defaults.lr_drops.clone()),
                 weight_decay,
                 fc_width,
                 seed,
@@ -285,7 +287,7 @@ async fn run() -> anyhow::Result<()> {
                     resume: resume.as_deref(),
                     device: &device,
                     config,
-                    epochs_given: epochs.is_some(),
+                    schedule_change: zfnet::train::ScheduleChange { epochs, lr_drops },
                     max_steps,
                 })
             })

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use zfnet::dataset::FolderDataset;
-use zfnet::train::{evaluate, Outcome, Progress, TrainConfig, Trainer};
+use zfnet::train::{evaluate, Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
 
 pub struct TrainArgs<'a> {
     pub data: Option<&'a Path>,
@@ -14,7 +14,8 @@ pub struct TrainArgs<'a> {
     pub resume: Option<&'a Path>,
     pub device: &'a str,
     pub config: TrainConfig,
-    pub epochs_given: bool,
+    /// `--epochs` / `--lr-drops` given with `--resume`.
+    pub schedule_change: ScheduleChange,
     pub max_steps: Option<usize>,
 }
 
@@ -22,11 +23,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let device = zfnet::device::parse_device(args.device)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut trainer = match (args.resume, args.data, args.out) {
-        (Some(run), _, _) => {
-            let epochs = args.epochs_given.then_some(args.config.epochs);
-            Trainer::resume(run, epochs, &device)
-                .with_context(|| format!("resuming {}", run.display()))?
-        }
+        (Some(run), _, _) => Trainer::resume(run, &args.schedule_change, &device)
+            .with_context(|| format!("resuming {}", run.display()))?,
         (None, Some(data), Some(out)) => Trainer::create(data, out, args.config, command, &device)
             .with_context(|| format!("starting a run in {}", out.display()))?,
         _ => bail!("give --data DIR --out RUN_DIR for a new run, or --resume RUN_DIR"),

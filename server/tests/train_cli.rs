@@ -156,6 +156,33 @@ fn train_eval_resume_and_mistakes() {
         text(&out)
     );
 
+    // the schedule ahead of a run may move, and the run's config keeps the change
+    let out = zfvis(&["train", "--resume", r, "--epochs", "2", "--lr-drops", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["config"]["epochs"], 2);
+    assert_eq!(config["config"]["lr_drops"], serde_json::json!([2]));
+    let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    let second_epoch_lrs: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            l.split(',')
+                .collect::<Vec<_>>()
+                .get(1..3)
+                .map(|f| (f[0], f[1]))
+        })
+        .filter(|(epoch, _)| *epoch == "2")
+        .map(|(_, lr)| lr)
+        .collect();
+    assert!(!second_epoch_lrs.is_empty(), "{log}");
+    assert!(
+        second_epoch_lrs
+            .iter()
+            .all(|lr| (lr.parse::<f64>().unwrap() - 1e-3).abs() < 1e-12),
+        "{log}"
+    );
+
     // mistakes get messages naming the problem
     let nothing = data.join("nothing");
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -199,6 +226,10 @@ fn train_eval_resume_and_mistakes() {
         (
             vec!["train", "--resume", "/nonexistent/run"],
             "not a training run",
+        ),
+        (
+            vec!["train", "--resume", r, "--lr-drops", "1"],
+            "already run",
         ),
     ];
     for (args, needle) in cases {

@@ -383,6 +383,56 @@ pub struct Trainer {
     command: String,
 }
 
+/// What a resumed run may change: only the schedule still ahead of it, so that the run stays
+/// equal to one started with the changed flags.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleChange {
+    pub epochs: Option<usize>,
+    pub lr_drops: Option<Vec<usize>>,
+}
+
+impl ScheduleChange {
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_none() && self.lr_drops.is_none()
+    }
+
+    /// `config` with the change, refused if it would alter the learning rate of any of the first
+    /// `epochs_begun` epochs, which have already (at least partly) run.
+    pub fn apply(&self, config: &TrainConfig, epochs_begun: usize) -> Result<TrainConfig> {
+        let mut changed = config.clone();
+        if let Some(epochs) = self.epochs {
+            changed.epochs = epochs;
+        }
+        if let Some(drops) = &self.lr_drops {
+            changed.lr_drops = drops.clone();
+        }
+        changed.validate()?;
+        if let Some(epoch) = (0..epochs_begun).find(|&e| changed.lr_at(e) != config.lr_at(e)) {
+            return Err(Error::Invalid(format!(
+                "--lr-drops {:?} would change the learning rate of epoch {} ({} → {}), which has \
+                 already run; only drops after epoch {epochs_begun} can move",
+                changed.lr_drops,
+                epoch + 1,
+                config.lr_at(epoch),
+                changed.lr_at(epoch),
+            )));
+        }
+        Ok(changed)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = self.epochs {
+            parts.push(format!("--epochs {e}"));
+        }
+        if let Some(d) = &self.lr_drops {
+            let list: Vec<String> = d.iter().map(usize::to_string).collect();
+            parts.push(format!("--lr-drops {}", list.join(",")));
+        }
+        parts.join(" ")
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct RunFile {
     config: TrainConfig,
@@ -437,8 +487,8 @@ impl Trainer {
     }
 
     /// Continues the run in `run_dir` from its last checkpoint (or from the start if it has none).
-    /// `epochs` may extend the run.
-    pub fn resume(run_dir: &Path, epochs: Option<usize>, device: &Device) -> Result<Trainer> {
+    /// `change` may move the end of the run and the learning-rate drops still ahead of it.
+    pub fn resume(run_dir: &Path, change: &ScheduleChange, device: &Device) -> Result<Trainer> {
         let path = run_dir.join("config.json");
         let bytes = std::fs::read(&path).map_err(|e| {
             Error::Invalid(format!(
@@ -449,10 +499,6 @@ impl Trainer {
         })?;
         let mut run: RunFile = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        if let Some(e) = epochs {
-            run.config.epochs = e;
-            run.config.validate()?;
-        }
         let train = FolderDataset::with_classes(&run.data.join("train"), &run.classes)?;
         let ckpt = run_dir.join("checkpoint");
         let (tensors, momentum, state) = if ckpt.join("state.json").exists() {
@@ -481,6 +527,18 @@ impl Trainer {
             )?;
             (t, None, RunState::default())
         };
+        if !change.is_empty() {
+            let begun = state.epoch + usize::from(state.batch_in_epoch > 0);
+            run.config = change.apply(&run.config, begun)?;
+            run.command.push_str(&format!(
+                "  # then resumed at step {} with {}",
+                state.step,
+                change.describe()
+            ));
+            let json =
+                serde_json::to_vec_pretty(&run).map_err(|e| Error::Invalid(e.to_string()))?;
+            write_atomic(&path, &json)?;
+        }
         Self::assemble(run_dir, run, train, tensors, momentum, state, device)
     }
 
@@ -954,6 +1012,31 @@ mod tests {
         assert!((lrs[1] - 0.01).abs() < 1e-12);
         assert!((lrs[2] - 0.001).abs() < 1e-12);
         assert!((lrs[4] - 0.0001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_resumed_schedule_may_only_move_what_lies_ahead() {
+        let config = TrainConfig {
+            epochs: 16,
+            lr_drops: vec![11, 14],
+            ..TrainConfig::default()
+        };
+        let shorter = ScheduleChange {
+            epochs: Some(14),
+            lr_drops: Some(vec![10, 13]),
+        };
+        let moved = shorter.apply(&config, 5).expect("epochs 1–5 keep lr 0.01");
+        assert_eq!((moved.epochs, moved.lr_drops.clone()), (14, vec![10, 13]));
+        assert_eq!(moved.lr_at(9), 1e-3);
+        let err = shorter
+            .apply(&config, 10)
+            .expect_err("epoch 10 ran at 0.01");
+        assert!(err.to_string().contains("epoch 10"), "{err}");
+        let too_long = ScheduleChange {
+            epochs: Some(0),
+            lr_drops: None,
+        };
+        assert!(too_long.apply(&config, 0).is_err(), "validated");
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn resumed_run_equals_uninterrupted_run() -> anyhow::Result<()> {
     );
     let stopped = params(&first);
     drop(first);
-    let mut second = Trainer::resume(&run, None, &dev)?;
+    let mut second = Trainer::resume(&run, &Default::default(), &dev)?;
     assert_eq!(second.state.step, 3);
     assert_eq!(
         params(&second),
