@@ -12,10 +12,12 @@ RUN="${RUN:-$ZFVIS_CACHE/runs/imagenette-default}"
 [ -d "$DATA/train" ] || { echo "no Imagenette at $DATA (set DATA=DIR with train/ and val/)"; exit 1; }
 cargo build -p zfvis
 ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
+# The schedule of the committed model. Resuming with it is a no-op for a run that already has it.
+SCHEDULE=(--epochs 13 --lr-drops 9,12)
 if [ -f "$RUN/config.json" ]; then
-  "$ZFVIS" train --resume "$RUN"
+  "$ZFVIS" train --resume "$RUN" "${SCHEDULE[@]}"
 else
-  "$ZFVIS" train --data "$DATA" --out "$RUN" --epochs 14 --lr-drops 10,13 --seed 1
+  "$ZFVIS" train --data "$DATA" --out "$RUN" "${SCHEDULE[@]}" --seed 1
 fi
 "$ZFVIS" export --weights "$RUN/model.safetensors" --out model-weights/zfnet-imagenette.safetensors --f16
 "$ZFVIS" eval --data "$DATA/val" --weights model-weights/zfnet-imagenette.safetensors --record
