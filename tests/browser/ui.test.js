@@ -72,7 +72,7 @@ test('uploading an image shows it with its top-5 predictions', async () => {
   const src = await page.locator('#preview').getAttribute('src');
   assert.match(src, /^blob:/);
   const model = await (await fetch(`${url}api/model`)).json();
-  if (!model.trained) assert.ok(await page.locator('#untrained').isVisible(), 'untrained warning shown');
+  assert.equal(await page.locator('#untrained').isVisible(), !model.trained, 'the UNTRAINED warning shows exactly when the model is');
   await page.screenshot({ path: path.join(ARTIFACTS, 'upload-predictions.png') });
   assert.deepEqual(errors, []);
   await page.close();

@@ -119,6 +119,9 @@ fn sgemm(
     }
 }
 
+/// Images whose weight gradients one task sums before the tasks' sums are added in order.
+const IMAGES_PER_GRADIENT_GROUP: usize = 4;
+
 /// Threads for the GEMM inside a per-image task: all of them for a lone image, else one each.
 fn inner_parallelism(images: usize) -> Parallelism {
     if images == 1 {
@@ -405,17 +408,30 @@ impl CustomOp3 for ConvReluOp {
             b.iter_mut().zip(&d).for_each(|(x, y)| *x += y);
             (a, b, buf)
         };
-        let (gw, gb, _) = if want_x {
-            gx.par_chunks_mut(g.input_len())
+        // Fixed groups of images, summed in order: rayon's adaptive fold would group them by
+        // scheduling, so float sums (and a resumed training run) would differ from run to run.
+        let partials: Vec<_> = if want_x {
+            gx.par_chunks_mut(g.input_len() * IMAGES_PER_GRADIENT_GROUP)
                 .enumerate()
-                .fold(init, |acc, (i, dst)| per_image(acc, i, Some(dst)))
-                .reduce(init, merge)
+                .map(|(k, dsts)| {
+                    dsts.chunks_mut(g.input_len())
+                        .enumerate()
+                        .fold(init(), |acc, (j, dst)| {
+                            per_image(acc, k * IMAGES_PER_GRADIENT_GROUP + j, Some(dst))
+                        })
+                })
+                .collect()
         } else {
-            (0..n)
+            (0..n.div_ceil(IMAGES_PER_GRADIENT_GROUP))
                 .into_par_iter()
-                .fold(init, |acc, i| per_image(acc, i, None))
-                .reduce(init, merge)
+                .map(|k| {
+                    let images =
+                        k * IMAGES_PER_GRADIENT_GROUP..n.min((k + 1) * IMAGES_PER_GRADIENT_GROUP);
+                    images.fold(init(), |acc, i| per_image(acc, i, None))
+                })
+                .collect()
         };
+        let (gw, gb, _) = partials.into_iter().reduce(merge).unwrap_or_else(init);
         let dev = x.device();
         let grad_x = if want_x {
             Some(Tensor::from_vec(gx, x.shape(), dev)?)
@@ -474,6 +490,35 @@ mod tests {
                 let diff = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(diff < 1e-3, "gradient differs by {diff} (n {n}, k {k})");
             }
+        }
+        Ok(())
+    }
+
+    /// Gradients are bit-identical whatever the thread count, so a resumed run repeats exactly.
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let n = 13;
+        let x = Var::from_vec(seeded(n * 3 * 15 * 15, 1), (n, 3, 15, 15), &dev)?;
+        let w = Var::from_vec(seeded(8 * 3 * 25, 2), (8, 3, 5, 5), &dev)?;
+        let b = Var::from_vec(seeded(8, 3), 8, &dev)?;
+        let gradients = |threads: usize| -> anyhow::Result<Vec<Vec<f32>>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            pool.install(|| {
+                let y = conv2d_relu(&x, &w, &b, 2, 1)?;
+                let probe = Tensor::from_vec(seeded(y.elem_count(), 4), y.shape(), &dev)?;
+                let grads = (&y * &probe)?.sum_all()?.backward()?;
+                [&x, &w, &b]
+                    .iter()
+                    .map(|v| Ok(grads.get(v).expect("gradient").flatten_all()?.to_vec1()?))
+                    .collect()
+            })
+        };
+        let one = gradients(1)?;
+        for threads in [2, 3, 8] {
+            assert!(gradients(threads)? == one, "{threads} threads");
         }
         Ok(())
     }
