@@ -92,7 +92,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             train_accuracy,
             val,
         } => {
-            let v = val.map_or(String::new(), |v| {
+            let v = val.as_ref().map_or(String::new(), |v| {
                 format!(
                     "  val top-1 {:.2}%  top-5 {:.2}%",
                     v.top1 * 100.0,
@@ -163,12 +163,36 @@ pub fn eval(
         result.top1 * 100.0,
         result.top5 * 100.0
     );
+    let per_class = result.per_class(&model.manifest.classes);
+    let width = per_class
+        .iter()
+        .map(|c| c.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "  {:<width$}  images  top-1   most often taken for",
+        "class"
+    );
+    for class in per_class.iter().filter(|c| c.images > 0) {
+        let mistaken = class
+            .mistaken_for
+            .as_ref()
+            .map_or(String::from("-"), |(label, n)| format!("{label} ({n})"));
+        println!(
+            "  {:<width$}  {:>6}  {:>5.1}%  {mistaken}",
+            class.label,
+            class.images,
+            class.top1 * 100.0
+        );
+    }
     if record {
         model.manifest.evaluation = Some(zfnet::manifest::Evaluation {
             dataset: data.display().to_string(),
             images: result.images,
             top1: result.top1,
             top5: result.top5,
+            per_class,
         });
         model
             .manifest

@@ -105,6 +105,7 @@ fn train_eval_resume_and_mistakes() {
     // and agrees with one plain forward per image
     let model = zfnet::LoadedModel::load(&weights, &candle_core::Device::Cpu).unwrap();
     let mut correct = 0;
+    let mut class_correct = [0usize; 2];
     for (label, class) in ["n01440764", "parachute"].iter().enumerate() {
         for i in 0..3 {
             let bytes = std::fs::read(val.join(class).join(format!("{i}.png"))).unwrap();
@@ -120,10 +121,28 @@ fn train_eval_resume_and_mistakes() {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            correct += usize::from(zfnet::ops::argmax(&logits).0 == label);
+            let hit = usize::from(zfnet::ops::argmax(&logits).0 == label);
+            correct += hit;
+            class_correct[label] += hit;
         }
     }
     assert!((correct as f32 / 6.0 - recorded.top1).abs() < 1e-6);
+    // its per-class table too: label, images, top-1
+    for (label, hits) in ["tench", "parachute"].iter().zip(class_correct) {
+        let want = [
+            label.to_string(),
+            "3".into(),
+            format!("{:.1}%", hits as f32 / 3.0 * 100.0),
+        ];
+        assert!(
+            text(&out).lines().any(|l| l
+                .split_whitespace()
+                .take(3)
+                .eq(want.iter().map(String::as_str))),
+            "{want:?} in {}",
+            text(&out)
+        );
+    }
 
     // fp16 export: half the size, same predictions on this set
     let half = tmp.join("half.safetensors");
@@ -145,8 +164,27 @@ fn train_eval_resume_and_mistakes() {
         val.to_str().unwrap(),
         "--weights",
         half.to_str().unwrap(),
+        "--record",
     ]);
     assert!(text(&out).contains(&expected), "{}", text(&out));
+    let half_manifest: zfnet::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(half.with_extension("json")).unwrap()).unwrap();
+    let evaluation = half_manifest
+        .evaluation
+        .expect("--record writes the evaluation");
+    assert_eq!(evaluation.images, 6);
+    let per_class: Vec<(String, usize, f32)> = evaluation
+        .per_class
+        .iter()
+        .map(|c| (c.label.clone(), c.images, c.top1))
+        .collect();
+    assert_eq!(
+        per_class,
+        vec![
+            ("tench".into(), 3, class_correct[0] as f32 / 3.0),
+            ("parachute".into(), 3, class_correct[1] as f32 / 3.0)
+        ]
+    );
 
     // resuming a finished run finishes at once
     let out = zfvis(&["train", "--resume", r]);

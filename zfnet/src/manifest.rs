@@ -38,6 +38,17 @@ pub struct Evaluation {
     pub images: usize,
     pub top1: f32,
     pub top5: f32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<ClassAccuracy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassAccuracy {
+    pub label: String,
+    pub images: usize,
+    pub top1: f32,
+    /// The class its images were most often taken for, and how many.
+    pub mistaken_for: Option<(String, usize)>,
 }
 
 /// Resize the shorter side, centre-crop, scale to [0, 1], subtract mean and divide by std (RGB).

@@ -23,7 +23,7 @@
 use crate::arch::Architecture;
 use crate::dataset::{FolderDataset, LabelledImage};
 use crate::init::FcInit;
-use crate::manifest::{manifest_path, ClassEntry, Evaluation, Manifest, Preprocess};
+use crate::manifest::{manifest_path, ClassAccuracy, ClassEntry, Evaluation, Manifest, Preprocess};
 use crate::model::ZfNet;
 use crate::ops::lrn::lrn;
 use crate::ops::maxpool::max_pool;
@@ -177,11 +177,40 @@ pub enum Progress {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalResult {
     pub images: usize,
     pub top1: f32,
     pub top5: f32,
+    /// `confusion[true class][predicted class]` image counts (empty when not measured).
+    #[serde(default)]
+    pub confusion: Vec<Vec<u32>>,
+}
+
+impl EvalResult {
+    /// Each class's images and top-1, and the class it was most often mistaken for.
+    pub fn per_class(&self, classes: &[ClassEntry]) -> Vec<ClassAccuracy> {
+        self.confusion
+            .iter()
+            .zip(classes)
+            .enumerate()
+            .map(|(i, (row, class))| {
+                let images: u32 = row.iter().sum();
+                let mistaken = row
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &n)| j != i && n > 0)
+                    .max_by_key(|&(j, &n)| (n, std::cmp::Reverse(j)))
+                    .and_then(|(j, &n)| Some((classes.get(j)?.label.clone(), n as usize)));
+                ClassAccuracy {
+                    label: class.label.clone(),
+                    images: images as usize,
+                    top1: row.get(i).map_or(0.0, |&c| c as f32 / images.max(1) as f32),
+                    mistaken_for: mistaken,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Why [`Trainer::run`] returned.
@@ -344,12 +373,24 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize),
 ) -> Result<EvalResult> {
     let (mut images, mut top1, mut top5) = (0, 0, 0);
+    let classes = set.classes.len();
+    let mut confusion = vec![vec![0u32; classes]; classes];
     let indexed: Vec<(usize, &LabelledImage)> = set.samples.iter().enumerate().collect();
     for chunk in indexed.chunks(batch.max(1)) {
         if let Some((x, labels)) = load_batch(chunk, p, None, net.device())? {
             let logits = net.forward(&x)?;
             let labels = labels.to_vec1::<u32>()?;
             let (a, b) = top_counts(&logits, &labels)?;
+            let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (row, &label) in rows.iter().zip(&labels) {
+                let predicted = crate::ops::argmax(row).0;
+                if let Some(cell) = confusion
+                    .get_mut(label as usize)
+                    .and_then(|r| r.get_mut(predicted))
+                {
+                    *cell += 1;
+                }
+            }
             images += labels.len();
             top1 += a;
             top5 += b;
@@ -366,6 +407,7 @@ pub fn evaluate(
         images,
         top1: top1 as f32 / images as f32,
         top5: top5 as f32 / images as f32,
+        confusion,
     })
 }
 
@@ -688,13 +730,13 @@ impl Trainer {
             };
             let train_loss = (loss_sum / seen.max(1) as f64) as f32;
             let train_accuracy = correct as f32 / seen.max(1) as f32;
-            self.log_epoch(epoch, train_loss, train_accuracy, val)?;
+            self.log_epoch(epoch, train_loss, train_accuracy, val.as_ref())?;
             self.plot_curves()?;
             progress(&Progress::EpochDone {
                 epoch,
                 train_loss,
                 train_accuracy,
-                val,
+                val: val.clone(),
             });
             if SNAPSHOT_EPOCHS.contains(&(epoch + 1)) {
                 let path = self
@@ -849,6 +891,7 @@ impl Trainer {
                 self.command
             ),
             evaluation: val.map(|v| Evaluation {
+                per_class: v.per_class(&self.train.classes),
                 dataset: self.train.root.parent().unwrap_or(&self.train.root).join("val").display().to_string(),
                 images: v.images,
                 top1: v.top1,
@@ -872,7 +915,7 @@ impl Trainer {
         )
     }
 
-    fn log_epoch(&self, epoch: usize, loss: f32, acc: f32, val: Option<EvalResult>) -> Result<()> {
+    fn log_epoch(&self, epoch: usize, loss: f32, acc: f32, val: Option<&EvalResult>) -> Result<()> {
         let (v1, v5) = val.map_or((String::new(), String::new()), |v| {
             (format!("{:.4}", v.top1), format!("{:.4}", v.top5))
         });
@@ -908,6 +951,7 @@ impl Trainer {
                 images,
                 top1: f.get(4)?.parse().ok()?,
                 top5: f.get(5)?.parse().ok()?,
+                confusion: Vec::new(),
             })
         }))
     }
