@@ -32,6 +32,20 @@ pub struct ModelInfo {
     pub input_size: u32,
     pub layers: Vec<LayerInfo>,
     pub classes: Vec<ClassInfo>,
+    /// The accuracy recorded in the manifest by `zfvis eval --record`, if any.
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
+}
+
+/// Top-1 / top-5 over a labelled set, as measured by `zfvis eval`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Accuracy {
+    /// Where it was measured, e.g. the Imagenette val folder.
+    pub dataset: String,
+    pub images: usize,
+    pub top1: f32,
+    pub top5: f32,
 }
 
 /// One layer of the network as the API names it.

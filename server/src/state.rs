@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use zfnet::LoadedModel;
-use zfvis_api::{ClassInfo, LayerInfo, LayerKind, ModelInfo};
+use zfvis_api::{Accuracy, ClassInfo, LayerInfo, LayerKind, ModelInfo};
 
 /// Limits on what one client can make the server do.
 #[derive(Debug, Clone)]
@@ -140,6 +140,12 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
         parameters: net.parameter_count(),
         input_size: zfnet::arch::INPUT_SIZE as u32,
         layers,
+        accuracy: m.evaluation.as_ref().map(|e| Accuracy {
+            dataset: e.dataset.clone(),
+            images: e.images,
+            top1: e.top1,
+            top5: e.top5,
+        }),
         classes: m
             .classes
             .iter()

@@ -73,6 +73,15 @@ test('uploading an image shows it with its top-5 predictions', async () => {
   assert.match(src, /^blob:/);
   const model = await (await fetch(`${url}api/model`)).json();
   assert.equal(await page.locator('#untrained').isVisible(), !model.trained, 'the UNTRAINED warning shows exactly when the model is');
+  // the badge states the accuracy the manifest records, or nothing when there is none
+  const accuracy = (await page.locator('#accuracy').textContent()).trim();
+  if (model.accuracy) {
+    const shown = Number(accuracy.match(/top-1 ([0-9.]+)%/)[1]);
+    assert.ok(Math.abs(shown - model.accuracy.top1 * 100) < 0.051, `${accuracy} vs ${model.accuracy.top1}`);
+    assert.match(accuracy, new RegExp(`on ${model.accuracy.images} `));
+  } else {
+    assert.equal(accuracy, '');
+  }
   await page.screenshot({ path: path.join(ARTIFACTS, 'upload-predictions.png') });
   assert.deepEqual(errors, []);
   await page.close();

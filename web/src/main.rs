@@ -152,9 +152,20 @@ fn App() -> impl IntoView {
 #[component]
 fn ModelBadge(info: ModelInfo) -> impl IntoView {
     let params = format!("{:.1} M parameters", info.parameters as f64 / 1e6);
+    let accuracy = info.accuracy.as_ref().map(|a| {
+        let set = a.dataset.rsplit('/').take(2).collect::<Vec<_>>();
+        let set = set.into_iter().rev().collect::<Vec<_>>().join("/");
+        format!(
+            " · top-1 {:.1}% (top-5 {:.1}%) on {} {set} images",
+            a.top1 * 100.0,
+            a.top5 * 100.0,
+            a.images
+        )
+    });
     view! {
         <span class="model" title=info.provenance.clone()>
             {info.name.clone()} " · " {info.architecture.clone()} " · " {params}
+            <span id="accuracy">{accuracy}</span>
         </span>
         {(!info.trained).then(|| view! {
             <span class="untrained" id="untrained" title=info.provenance.clone()>
