@@ -1,0 +1,119 @@
+//! The committed default model: trained, its manifest's val accuracy above the floor, and that
+//! accuracy reproduced by `zfvis eval` on a sample of Imagenette val when the set is at hand
+//! (`../shared/datasets/imagenette` beside the checkout, or `ZFVIS_IMAGENETTE=DIR`).
+
+mod common;
+
+use common::{get_json, repo_root, scratch_dir, Server};
+use std::path::PathBuf;
+use std::process::Command;
+use zfnet::manifest::Manifest;
+
+const FLOOR_TOP1: f32 = 0.60;
+
+fn imagenette_val() -> Option<PathBuf> {
+    let root = std::env::var_os("ZFVIS_IMAGENETTE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/datasets/imagenette"));
+    Some(root.join("val")).filter(|v| v.is_dir())
+}
+
+/// Every `step`-th image of every class folder, as symlinks, so the sample is fixed and spans
+/// all ten classes.
+fn sample_of(val: &std::path::Path, step: usize) -> PathBuf {
+    let out = scratch_dir("default-model-sample");
+    let mut classes: Vec<_> = std::fs::read_dir(val)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    for class in classes {
+        let dir = out.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&class)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files.into_iter().step_by(step) {
+            std::os::unix::fs::symlink(&file, dir.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    out
+}
+
+fn percent_after(text: &str, key: &str) -> f32 {
+    let rest = &text[text.find(key).unwrap_or_else(|| panic!("{key} in {text}")) + key.len()..];
+    let number: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number.parse::<f32>().expect("a percentage") / 100.0
+}
+
+#[test]
+fn the_default_model_is_trained_and_its_accuracy_reproduces() {
+    let weights = repo_root().join("model-weights/zfnet-imagenette.safetensors");
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(weights.with_extension("json")).expect("the committed manifest"),
+    )
+    .expect("manifest JSON");
+    assert!(manifest.trained, "the committed default is a trained model");
+    let recorded = manifest.evaluation.clone().expect("val accuracy recorded");
+    assert_eq!(recorded.images, 3925, "measured on all of Imagenette val");
+    assert!(
+        recorded.top1 >= FLOOR_TOP1,
+        "recorded top-1 {} is below the floor",
+        recorded.top1
+    );
+    let bytes = std::fs::metadata(&weights).expect("weights").len();
+    assert!(bytes < 64 << 20, "fp16 weights stay small ({bytes} bytes)");
+
+    let Some(val) = imagenette_val() else {
+        eprintln!("no Imagenette val beside the checkout: only the manifest was checked");
+        return;
+    };
+    let sample = sample_of(&val, 8);
+    let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
+        .args(["eval", "--data"])
+        .arg(&sample)
+        .arg("--weights")
+        .arg(&weights)
+        .output()
+        .expect("run zfvis eval");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let top1 = percent_after(&text, "top-1");
+    let top5 = percent_after(&text, "top-5");
+    // ~490 images: a sample's top-1 lies within a few points of the whole set's
+    assert!(
+        (top1 - recorded.top1).abs() < 0.05,
+        "sample top-1 {top1} vs recorded {}: {text}",
+        recorded.top1
+    );
+    assert!(top1 >= FLOOR_TOP1 - 0.05 && top5 > top1, "{text}");
+    let _ = std::fs::remove_dir_all(&sample);
+}
+
+#[tokio::test]
+async fn the_api_states_the_recorded_accuracy() {
+    let weights = repo_root().join("model-weights/zfnet-imagenette.safetensors");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(weights.with_extension("json")).unwrap()).unwrap();
+    let recorded = manifest.evaluation.expect("val accuracy recorded");
+    let server = Server::start(&weights, &[]);
+    let info: zfvis_api::ModelInfo = get_json(
+        &reqwest::Client::new(),
+        &format!("{}/api/model", server.url),
+    )
+    .await;
+    assert!(info.trained);
+    let accuracy = info.accuracy.expect("accuracy in /api/model");
+    assert_eq!(
+        (accuracy.images, accuracy.top1, accuracy.top5),
+        (recorded.images, recorded.top1, recorded.top5)
+    );
+}
