@@ -34,7 +34,7 @@ struct Step {
 }
 
 const TEXT: [Step; STEPS] = [
-    Step { title: "1 · Layer 1 filters", text: "ZFNet's first layer is 96 small 7×7 colour filters; a trained network turns them into oriented edges and colour blobs (paper Fig. 6c)." },
+    Step { title: "1 · Layer 1 filters", text: "ZFNet's first layer is 96 small 7×7 colour filters. Long ImageNet training turns them into oriented edges and colour blobs (paper Fig. 6c); this model's short 13-epoch run has left them close to their random start." },
     Step { title: "2 · Layer 1 feature maps", text: "Sliding each filter over the photo gives one feature map: bright wherever the photo looks like that filter." },
     Step { title: "3 · Layer 2: corners and textures", text: "Each tile pairs a probe-image patch with its deconvnet reconstruction: the nine strongest activations of one layer-2 map (paper Fig. 2)." },
     Step { title: "4 · Layer 3: patterns", text: "Deeper units see larger patches and respond to richer structure: meshes, repeated patterns, text-like marks." },
