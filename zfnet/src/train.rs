@@ -351,9 +351,13 @@ fn dropout_masks(
     Ok([mask()?, mask()?])
 }
 
-/// Top-1 and top-5 counts of `logits` against `labels`.
-fn top_counts(logits: &Tensor, labels: &[u32]) -> Result<(usize, usize)> {
-    let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+/// A batch of logits `[n, classes]` as host rows.
+fn logit_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+/// Top-1 and top-5 counts of logit `rows` against `labels`.
+fn top_counts(rows: &[Vec<f32>], labels: &[u32]) -> (usize, usize) {
     let mut top1 = 0;
     let mut top5 = 0;
     for (row, &label) in rows.iter().zip(labels) {
@@ -362,7 +366,7 @@ fn top_counts(logits: &Tensor, labels: &[u32]) -> Result<(usize, usize)> {
         top1 += usize::from(better == 0);
         top5 += usize::from(better < 5);
     }
-    Ok((top1, top5))
+    (top1, top5)
 }
 
 /// Top-1 / top-5 accuracy over a dataset with centre crops; `progress` gets images done.
@@ -381,8 +385,8 @@ pub fn evaluate(
         if let Some((x, labels)) = load_batch(chunk, p, None, net.device())? {
             let logits = net.forward(&x)?;
             let labels = labels.to_vec1::<u32>()?;
-            let (a, b) = top_counts(&logits, &labels)?;
-            let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let rows = logit_rows(&logits)?;
+            let (a, b) = top_counts(&rows, &labels);
             for (row, &label) in rows.iter().zip(&labels) {
                 let predicted = crate::ops::argmax(row).0;
                 if let Some(cell) = confusion
@@ -807,7 +811,7 @@ impl Trainer {
                 }
             }
             loss_sum += loss.to_scalar::<f32>()? * n as f32;
-            correct += top_counts(&logits, &y.to_vec1::<u32>()?)?.0;
+            correct += top_counts(&logit_rows(&logits)?, &y.to_vec1::<u32>()?).0;
             total += n;
         }
         if total == 0 {
@@ -1076,11 +1080,11 @@ mod tests {
             .apply(&config, 10)
             .expect_err("epoch 10 ran at 0.01");
         assert!(err.to_string().contains("epoch 10"), "{err}");
-        let too_long = ScheduleChange {
+        let no_epochs = ScheduleChange {
             epochs: Some(0),
             lr_drops: None,
         };
-        assert!(too_long.apply(&config, 0).is_err(), "validated");
+        assert!(no_epochs.apply(&config, 0).is_err(), "validated");
     }
 
     #[test]

@@ -271,7 +271,7 @@ mod tests {
             assert_gradients_match(
                 &analytic,
                 &numeric,
-                2e-3,
+                |n| 2e-3 * n.abs().max(1.0),
                 &format!("size {size} beta {beta}"),
             );
         }

@@ -73,12 +73,17 @@ pub(crate) mod gradcheck {
             .collect()
     }
 
-    /// Every analytic element within `tolerance` of the numeric one, relative above magnitude 1.
-    pub fn assert_gradients_match(analytic: &[f32], numeric: &[f64], tolerance: f64, what: &str) {
+    /// Every analytic element within `allowed(numeric)` of the numeric one.
+    pub fn assert_gradients_match(
+        analytic: &[f32],
+        numeric: &[f64],
+        allowed: impl Fn(f64) -> f64,
+        what: &str,
+    ) {
         assert_eq!(analytic.len(), numeric.len(), "{what}: gradient lengths");
         for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
             assert!(
-                (f64::from(a) - n).abs() < tolerance * n.abs().max(1.0),
+                (f64::from(a) - n).abs() < allowed(n),
                 "{what} element {i}: analytic {a} vs numeric {n}"
             );
         }
