@@ -46,4 +46,8 @@ fi
 if [ ! -x "$ROOT/tests/browser/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
   (cd "$ROOT/tests/browser" && timed npm install --no-audit --no-fund)
 fi
+# ---- 5. Python tools for the tests: the OpenAPI 3.1 validator
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  timed python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==0.7.*'
+fi
 log "ready"

@@ -5,6 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod error;
+pub mod paths;
+
+pub use error::{ApiError, ErrorCode};
+
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -13,6 +18,31 @@ pub struct Health {
     pub version: String,
     /// `"cpu"` or `"cuda:N"`.
     pub device: String,
+    /// The probe index behind top-9 views, when the server has a probe set.
+    #[serde(default)]
+    pub probe_index: Option<IndexStatus>,
+}
+
+/// Where the probe index stands: built in the background after the server starts listening.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IndexStatus {
+    pub state: IndexPhase,
+    /// Images indexed so far, of `total` (both equal once ready).
+    pub done: usize,
+    pub total: usize,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum IndexPhase {
+    Building,
+    Ready,
+    Failed,
 }
 
 /// `GET /api/model`: what the loaded network looks like.
@@ -35,6 +65,26 @@ pub struct ModelInfo {
     /// The accuracy recorded in the manifest by `zfvis eval --record`, if any.
     #[serde(default)]
     pub accuracy: Option<Accuracy>,
+    /// How learned the conv1 filters look (computed from the weights at start-up).
+    #[serde(default)]
+    pub conv1: Option<FilterStats>,
+}
+
+/// Statistics of a conv filter bank that tell learned filters from random ones (definitions in
+/// `zfnet::filter_stats`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FilterStats {
+    pub filters: usize,
+    /// Share of the non-DC spectral energy in the 8 lowest-frequency bins: random 7×7 filters
+    /// 0.167, smooth blobs and edges near 1.
+    pub low_freq_share: f32,
+    /// Mean orientation anisotropy: random ≈ 0.1, straight edges and gratings 1.
+    pub anisotropy: f32,
+    /// Fraction of filters with anisotropy above 0.5.
+    pub oriented_fraction: f32,
+    /// Filters whose RMS is below 5% of the median filter's.
+    pub dead_filters: usize,
 }
 
 /// Top-1 / top-5 over a labelled set, as measured by `zfvis eval`.
@@ -106,16 +156,6 @@ pub struct PredictResponse {
     /// Size of the decoded upload before preprocessing.
     pub width: u32,
     pub height: u32,
-}
-
-/// Every error the API returns: a 4xx/5xx status with this JSON body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ApiError {
-    /// Human-readable, names the problem (e.g. "image is 30000×30000 pixels; the limit is …").
-    pub error: String,
-    /// Stable machine-readable code, e.g. `not_an_image`, `image_too_large`.
-    pub code: String,
 }
 
 /// `POST /api/images` and `GET /api/images/{id}`: an uploaded image kept for visualisation.
@@ -271,15 +311,38 @@ pub struct OcclusionRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OcclusionStatus {
     pub key: String,
-    /// `queued`, `running`, `done`, `failed` or `cancelled`.
-    pub state: String,
+    pub state: SweepPhase,
     pub done: usize,
     pub total: usize,
     /// Server-Sent Events: `progress` `{done, total}`, then `done` (an `OcclusionResponse`) or
     /// `error` (an `ApiError`).
     pub events_url: String,
-    /// `GET`: the result once done (`200`), this status while running (`202`).
+    /// `GET`: the result once done (`200`), this status while running (`202`). `DELETE` with
+    /// `?token=`: cancel the sweep.
     pub result_url: String,
+    /// Only in the answer to the request that started the sweep: the secret that cancels it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Where a sweep stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SweepPhase {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// The `progress` event of a sweep's event stream.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SweepProgress {
+    pub done: usize,
+    pub total: usize,
 }
 
 /// One class present in the most-probable-class map.

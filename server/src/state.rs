@@ -1,12 +1,14 @@
-//! The typed state every handler shares: the loaded model and the bound on concurrent work.
+//! The typed state every handler shares: the loaded model, the stores and the bound on
+//! concurrent work.
 
 use crate::error::AppError;
-use axum::http::StatusCode;
-use candle_core::Tensor;
+use crate::store::images::ImageStore;
+use crate::store::probes::{ProbeSet, ProbeSlot, ProbeState};
+use crate::store::sweeps::Sweeps;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use zfnet::LoadedModel;
-use zfvis_api::{Accuracy, ClassInfo, LayerInfo, LayerKind, ModelInfo};
+use zfvis_api::{Accuracy, ClassInfo, ErrorCode, LayerInfo, LayerKind, ModelInfo};
 
 /// Limits on what one client can make the server do.
 #[derive(Debug, Clone)]
@@ -17,6 +19,10 @@ pub struct Limits {
     pub max_concurrent_jobs: usize,
     /// How long a request waits for a slot before it gets 503.
     pub queue_timeout: std::time::Duration,
+    /// Requests waiting for a slot at most; one more gets 503 at once.
+    pub max_queued_jobs: usize,
+    /// How long a sweep that nobody watches or polls keeps computing.
+    pub sweep_grace: std::time::Duration,
     /// Uploaded images whose forward trace is kept (least recently used first out).
     pub cached_images: usize,
 }
@@ -27,49 +33,121 @@ impl Default for Limits {
             max_body_bytes: 20 * 1024 * 1024,
             max_concurrent_jobs: 2,
             queue_timeout: std::time::Duration::from_secs(30),
+            max_queued_jobs: 64,
+            sweep_grace: std::time::Duration::from_secs(10),
             cached_images: 16,
+        }
+    }
+}
+
+/// Bounds on connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    /// Longest pause while a request body is being sent.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 512,
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who may talk to the server ([`crate::http::guard`]).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Other web origins allowed to make state-changing requests (`https://class.example`).
+    pub allowed_origins: Vec<String>,
+    /// Host names the server answers to; `None`: any.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+impl Access {
+    /// What a server bound to `addr` answers to: only loopback names when bound to loopback
+    /// (plus `extra`), any host otherwise unless `extra` names some.
+    pub fn for_address(addr: std::net::SocketAddr, extra: &[String], origins: &[String]) -> Self {
+        let allowed_hosts = if addr.ip().is_loopback() {
+            let mut hosts = vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "[::1]".to_string(),
+                match addr.ip() {
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                },
+            ];
+            hosts.extend(extra.iter().cloned());
+            Some(hosts)
+        } else if extra.is_empty() {
+            None
+        } else {
+            Some(extra.to_vec())
+        };
+        Access {
+            allowed_origins: origins.to_vec(),
+            allowed_hosts,
         }
     }
 }
 
 pub struct AppState {
     pub model: Arc<LoadedModel>,
-    pub images: crate::images::ImageStore,
+    pub images: ImageStore,
     pub info: ModelInfo,
     pub limits: Limits,
+    /// Connection bounds (the body timeout applies in the router).
+    pub conn: ConnLimits,
+    pub access: Access,
     /// The probe set for top-9 views, when the server was started with one.
-    pub probes: Option<crate::probes::ProbeSet>,
-    pub sweeps: crate::occlusion::Sweeps,
+    pub probes: ProbeSlot,
+    pub sweeps: Sweeps,
     jobs: Arc<Semaphore>,
+    /// Requests waiting for a job slot now.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
     pub fn new(model: LoadedModel, limits: Limits) -> Self {
         let info = model_info(&model);
         AppState {
-            images: crate::images::ImageStore::new(limits.cached_images),
+            images: ImageStore::new(limits.cached_images),
             model: Arc::new(model),
             info,
             jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
+            queued: Default::default(),
             limits,
-            probes: None,
+            conn: Default::default(),
+            access: Default::default(),
+            probes: ProbeSlot::default(),
             sweeps: Default::default(),
         }
     }
 
-    pub fn with_probes(mut self, probes: crate::probes::ProbeSet) -> Self {
-        self.probes = Some(probes);
-        self
-    }
-
-    pub fn probes(&self) -> Result<&crate::probes::ProbeSet, AppError> {
-        self.probes.as_ref().ok_or_else(|| {
-            AppError::new(
-                StatusCode::NOT_FOUND,
-                "no_probe_index",
+    /// The probe set, once its index is ready.
+    pub fn probes(&self) -> Result<Arc<ProbeSet>, AppError> {
+        match self.probes.get() {
+            Some(ProbeState::Ready(p)) => Ok(p),
+            Some(ProbeState::Building { done, total }) => Err(AppError::new(
+                ErrorCode::IndexBuilding,
+                format!(
+                    "the probe index is being built ({done} of {total} images); top-9 views are ready when it is"
+                ),
+            )),
+            Some(ProbeState::Failed(why)) => Err(AppError::new(
+                ErrorCode::NoProbeIndex,
+                format!("the probe index could not be built: {why}"),
+            )),
+            None => Err(AppError::new(
+                ErrorCode::NoProbeIndex,
                 "this server has no probe set: start it with --probe DIR for top-9 views (or give ?image=ID)",
-            )
-        })
+            )),
+        }
     }
 
     /// Runs CPU-heavy model work on the blocking pool, at most `max_concurrent_jobs` at once.
@@ -78,17 +156,31 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&LoadedModel) -> Result<T, AppError> + Send + 'static,
     {
-        let permit =
+        use std::sync::atomic::Ordering;
+        let busy = || {
+            AppError::new(
+                ErrorCode::Overloaded,
+                "the server is busy with other requests; try again in a moment",
+            )
+        };
+        /// A place in the queue, given back however the wait ends (even a dropped request).
+        struct Place<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let place = Place(&self.queued);
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limits.max_queued_jobs {
+            return Err(busy());
+        }
+        let waited =
             tokio::time::timeout(self.limits.queue_timeout, self.jobs.clone().acquire_owned())
-                .await
-                .map_err(|_| {
-                    AppError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "overloaded",
-                        "the server is busy with other requests; try again in a moment",
-                    )
-                })?
-                .map_err(|_| AppError::internal("job queue closed"))?;
+                .await;
+        drop(place);
+        let permit = waited
+            .map_err(|_| busy())?
+            .map_err(|_| AppError::internal("job queue closed"))?;
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -140,6 +232,15 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
         parameters: net.parameter_count(),
         input_size: zfnet::arch::INPUT_SIZE as u32,
         layers,
+        conv1: zfnet::filter_stats::filter_stats(&net.convs[0].weight)
+            .ok()
+            .map(|s| zfvis_api::FilterStats {
+                filters: s.filters,
+                low_freq_share: s.low_freq_share,
+                anisotropy: s.anisotropy,
+                oriented_fraction: s.oriented_fraction,
+                dead_filters: s.dead_filters,
+            }),
         accuracy: m.evaluation.as_ref().map(|e| Accuracy {
             dataset: e.dataset.clone(),
             images: e.images,
@@ -157,16 +258,4 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
             })
             .collect(),
     }
-}
-
-/// An upload made ready for the network, and its tensor on the model's device.
-pub fn prepare_input(
-    model: &LoadedModel,
-    bytes: &[u8],
-) -> Result<(zfnet::preprocess::Prepared, Tensor), AppError> {
-    let prepared = zfnet::preprocess::prepare(bytes, &model.manifest.preprocess)?;
-    let tensor = prepared
-        .to_tensor(model.net.device())
-        .map_err(|e| AppError::internal(e.to_string()))?;
-    Ok((prepared, tensor))
 }

@@ -35,6 +35,14 @@ before(async () => {
   assert.ok(BIN, 'ZFVIS_BIN must point at the zfvis binary');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   ({ child: server, url } = await startServer());
+  // the server answers at once and indexes the probe set in the background: wait for it
+  for (let i = 0; ; i++) {
+    const health = await (await fetch(`${url}api/health`)).json();
+    if (health.probe_index && health.probe_index.state === 'ready') break;
+    assert.notEqual(health.probe_index && health.probe_index.state, 'failed', JSON.stringify(health));
+    assert.ok(i < 600, 'probe index not ready in 60 s');
+    await new Promise(r => setTimeout(r, 100));
+  }
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -82,6 +90,12 @@ test('uploading an image shows it with its top-5 predictions', async () => {
   } else {
     assert.equal(accuracy, '');
   }
+  // a model that can only answer with its own classes says how many it knows, and which
+  const known = page.locator('#known-classes');
+  assert.match(await known.locator('summary').textContent(), new RegExp(`knows ${model.classes.length} classes`));
+  await known.locator('summary').click();
+  const listed = await known.locator('p').textContent();
+  for (const c of model.classes) assert.ok(listed.includes(c.label), `${c.label} listed`);
   await page.screenshot({ path: path.join(ARTIFACTS, 'upload-predictions.png') });
   assert.deepEqual(errors, []);
   await page.close();
@@ -126,6 +140,10 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   await imageLoaded(page, '#conv1-filters');
   const filters = await page.evaluate(() => document.querySelector('#conv1-filters').naturalWidth);
   assert.equal(filters, 12 * (7 * 8 + 8) + 8);
+  // with how learned they look, as the API measures it
+  const stats = await page.locator('#conv1-stats').textContent();
+  assert.ok(stats.includes(`anisotropy ${model.conv1.anisotropy.toFixed(2)}`), stats);
+  assert.ok(stats.includes(`low-frequency share ${model.conv1.low_freq_share.toFixed(2)}`), stats);
 
   await page.locator('button.tab[data-layer="conv2"]').click();
   await page.waitForFunction(n => document.querySelectorAll('#map-grid .map').length === n,
@@ -238,7 +256,13 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   await page.goto(url);
   await page.locator('#tour-start').click();
   const expectations = [
-    ['1 · Layer 1 filters', async () => imageLoaded(page, '#tour-filters')],
+    ['1 · Layer 1 filters', async () => {
+      await imageLoaded(page, '#tour-filters');
+      // the words about the filters come from measuring them, not from a script
+      const model = await (await fetch(`${url}api/model`)).json();
+      const verdict = await page.locator('#tour-filters-verdict').textContent();
+      assert.ok(verdict.includes(`orientation ${model.conv1.anisotropy.toFixed(2)}`), verdict);
+    }],
     ['2 · Layer 1 feature maps', async () => {
       await page.locator('#tour-maps img').nth(7).waitFor({ timeout: 30000 });
       await page.waitForFunction(() => [...document.querySelectorAll('#tour-maps img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 30000 });

@@ -4,15 +4,44 @@ use serde::de::DeserializeOwned;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, FormData, Request, RequestInit, Response};
-use zfvis_api::ApiError;
+use zfvis_api::{ApiError, ErrorCode};
 
-/// A failure worth showing to the user, already in words.
-pub type ApiResult<T> = Result<T, String>;
+/// A failure worth showing to the user, already in words, with the server's error code when the
+/// server answered one (so views can react to `image_not_found`, `overloaded`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: Option<ErrorCode>,
+    pub message: String,
+}
 
-fn js_message(e: JsValue) -> String {
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            code: None,
+            message,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, Failure>;
+
+fn js_message(e: JsValue) -> Failure {
     e.as_string()
         .or_else(|| js_sys::JSON::stringify(&e).ok().and_then(|s| s.as_string()))
         .unwrap_or_else(|| "unknown browser error".into())
+        .into()
 }
 
 async fn send(request: Request) -> ApiResult<Response> {
@@ -33,12 +62,16 @@ async fn decode<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
     let status = response.status();
     let body = text(&response).await?;
     if (200..300).contains(&status) {
-        serde_json::from_str(&body).map_err(|e| format!("unexpected answer from the server: {e}"))
+        serde_json::from_str(&body)
+            .map_err(|e| format!("unexpected answer from the server: {e}").into())
     } else {
         Err(match serde_json::from_str::<ApiError>(&body) {
-            Ok(err) => err.error,
+            Ok(err) => Failure {
+                code: Some(err.code),
+                message: err.error,
+            },
             Err(_) if status == 413 => "the file is too large for the server".into(),
-            Err(_) => format!("the server answered {status}: {body}"),
+            Err(_) => format!("the server answered {status}: {body}").into(),
         })
     }
 }
@@ -69,7 +102,7 @@ pub async fn get_blob(url: &str) -> ApiResult<Blob> {
     let request = Request::new_with_str(url).map_err(js_message)?;
     let response = send(request).await?;
     if !response.ok() {
-        return Err(format!("could not load {url}: {}", response.status()));
+        return Err(format!("could not load {url}: {}", response.status()).into());
     }
     let promise = response.blob().map_err(js_message)?;
     let blob = JsFuture::from(promise).await.map_err(js_message)?;
@@ -82,6 +115,19 @@ pub async fn post_empty<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
     init.set_method("POST");
     let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
     decode(send(request).await?).await
+}
+
+/// DELETEs `url`; the answer's body is not needed.
+pub async fn delete(url: &str) -> ApiResult<()> {
+    let init = RequestInit::new();
+    init.set_method("DELETE");
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let response = send(request).await?;
+    if response.ok() {
+        Ok(())
+    } else {
+        Err(format!("the server answered {}", response.status()).into())
+    }
 }
 
 /// What a POST that may start long work answered: `200` with the result, or `202` with a status.

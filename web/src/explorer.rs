@@ -42,7 +42,9 @@ impl View {
             .split('/');
         let image = parts
             .next()
-            .filter(|s| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()))?;
+            // 64 hex digits (32 in links made before ids were the full SHA-256: they get the
+            // "no longer kept" message)
+            .filter(|s| matches!(s.len(), 32 | 64) && s.chars().all(|c| c.is_ascii_hexdigit()))?;
         let layer = parts
             .next()
             .filter(|l| LAYERS.contains(l))
@@ -83,10 +85,7 @@ pub fn Explorer(
         let (image, layer) = (image.get(), layer.get());
         async move {
             let image = image?;
-            Some(
-                api::get_json::<LayerActivations>(&format!("/api/images/{image}/layers/{layer}"))
-                    .await,
-            )
+            Some(api::get_json::<LayerActivations>(&zfvis_api::paths::layer(&image, &layer)).await)
         }
     });
 
@@ -112,15 +111,16 @@ pub fn Explorer(
         </Show>
         <Show when=move || layer.get() == "conv1">
             <figure class="filters">
-                <img id="conv1-filters" class="pixelated" src="/api/model/filters/conv1.png" alt="the conv1 filters" />
+                <img id="conv1-filters" class="pixelated" src=zfvis_api::paths::templates::CONV1_FILTERS alt="the conv1 filters" />
                 <figcaption>"the conv1 filters (7×7 RGB, each stretched to its own contrast, grey = 0; paper Fig. 6c) "
-                    <a class="download" href="/api/model/filters/conv1.png" download="conv1-filters.png">"download PNG"</a>
+                    <a class="download" href=zfvis_api::paths::templates::CONV1_FILTERS download="conv1-filters.png">"download PNG"</a>
                 </figcaption>
+                <Conv1Stats />
             </figure>
         </Show>
         <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading feature maps…"</div> }>
             {move || activations.get().flatten().map(|acts| match acts {
-                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                 Ok(acts) => {
                     let image = image.get().unwrap_or_default();
                     let mut order: Vec<usize> = (0..acts.max.len()).collect();
@@ -133,7 +133,7 @@ pub fn Explorer(
                             acts.layer, acts.max.len(), acts.map_shape[0], acts.map_shape[1])}</p>
                         <div class="maps" id="map-grid">
                             {order.into_iter().map(|m| {
-                                let src = format!("/api/images/{image}/activation/{}/{m}", acts.layer);
+                                let src = zfvis_api::paths::activation(&image, &acts.layer, m);
                                 let strength = acts.max[m];
                                 view! {
                                     <button class="map" data-map=m title=format!("map {m}: max {strength:.3}")
@@ -166,9 +166,10 @@ fn MapView(
         async move {
             let (image, map) = (image?, map?);
             Some(
-                api::get_json::<VisualizeResponse>(&format!(
-                    "/visualize/{layer}/{map}?image={image}&mode={}",
-                    mode.as_str()
+                api::get_json::<VisualizeResponse>(&zfvis_api::paths::visualize(
+                    &layer,
+                    map,
+                    Some((&image, mode, None)),
                 ))
                 .await,
             )
@@ -178,13 +179,13 @@ fn MapView(
         <section class="mapview" id="map-view">
             <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"projecting…"</div> }>
                 {move || details.get().flatten().map(|d| match d {
-                    Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                     Ok(v) => {
                         let rf = v.receptive_field;
                         // the input is shown at 2× (448 px): the box in CSS pixels
                         let style = format!("left:{}px;top:{}px;width:{}px;height:{}px",
                             rf.x0 * 2, rf.y0 * 2, (rf.x1 - rf.x0) * 2, (rf.y1 - rf.y0) * 2);
-                        let input = format!("/api/images/{}/input", v.image);
+                        let input = zfvis_api::paths::input(&v.image);
                         let title = format!("{} · map {} of {}", v.layer, v.map, v.maps);
                         let facts = format!("strongest activation {:.4} at (x {}, y {}) of {}×{}; receptive field x {}–{}, y {}–{}",
                             v.max, v.position.x, v.position.y, v.map_shape[1], v.map_shape[0], rf.x0, rf.x1, rf.y0, rf.y1);
@@ -238,11 +239,17 @@ fn MapView(
 /// deconvnet reconstruction (the paper's Fig. 2). Clicking one opens that probe image.
 #[component]
 fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
+    // while the server is still building its probe index, ask again every two seconds
+    let (retry, set_retry) = signal(0u32);
     let top = LocalResource::new(move || {
         let (layer, map) = (layer.get(), map.get());
+        retry.track();
         async move {
             let map = map?;
-            Some(api::get_json::<TopActivations>(&format!("/visualize/{layer}/{map}")).await)
+            Some(
+                api::get_json::<TopActivations>(&zfvis_api::paths::visualize(&layer, map, None))
+                    .await,
+            )
         }
     });
     let (opening, set_opening) = signal(None::<String>);
@@ -258,7 +265,7 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
                             .set_hash(&format!("#/{}/{layer}/{map}/unit", img.id));
                     }
                 }
-                Err(e) => set_opening.set(Some(e)),
+                Err(e) => set_opening.set(Some(e.to_string())),
             }
         });
     };
@@ -266,6 +273,12 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
         <section class="topnine" id="top9">
             <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"finding the top-9 over the probe set…"</div> }>
                 {move || top.get().flatten().map(|t| match t {
+                    Err(e) if e.code == Some(zfvis_api::ErrorCode::IndexBuilding) => {
+                        set_timeout(move || set_retry.update(|n| *n += 1), std::time::Duration::from_secs(2));
+                        view! {
+                            <div class="progress" role="status" id="top9-building"><span class="spinner"></span>{e.to_string()}</div>
+                        }.into_any()
+                    }
                     Err(e) => view! { <p class="hint" id="top9-missing">{format!("top-9: {e}")}</p> }.into_any(),
                     Ok(t) => {
                         let caption = format!(
@@ -304,5 +317,40 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
             </Suspense>
             {move || opening.get().map(|m| view! { <p class="meta">{m}</p> })}
         </section>
+    }
+}
+
+/// What conv1 filters with these statistics look like, in words (thresholds: the floors of a
+/// learned conv1; random filters score 0.17 and 0.10).
+pub fn conv1_verdict(stats: &zfvis_api::FilterStats) -> &'static str {
+    if stats.low_freq_share >= 0.35 && stats.anisotropy >= 0.4 {
+        "smooth colour blobs and oriented edges: learned filters"
+    } else if stats.low_freq_share >= 0.35 {
+        "smooth colour blobs and gradients, few oriented edges yet"
+    } else {
+        "indistinguishable from random filters: this conv1 has not learned much"
+    }
+}
+
+/// How learned the conv1 filters look, against what random filters score.
+#[component]
+fn Conv1Stats() -> impl IntoView {
+    let model = crate::model_info();
+    move || {
+        let stats = model.and_then(|m| m.get()).and_then(Result::ok)?.conv1?;
+        let verdict = conv1_verdict(&stats);
+        Some(view! {
+            <p class="meta" id="conv1-stats">
+                {format!(
+                    "low-frequency share {:.2} (random filters: 0.17) · orientation anisotropy {:.2} (random: 0.10; \
+                     {:.0}% of filters oriented) · {} dead of {}: {verdict}",
+                    stats.low_freq_share,
+                    stats.anisotropy,
+                    stats.oriented_fraction * 100.0,
+                    stats.dead_filters,
+                    stats.filters
+                )}
+            </p>
+        })
     }
 }

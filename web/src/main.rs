@@ -24,7 +24,10 @@ fn location_hash() -> String {
 
 #[component]
 fn App() -> impl IntoView {
-    let model = LocalResource::new(|| api::get_json::<ModelInfo>("/api/model"));
+    let model =
+        LocalResource::new(|| api::get_json::<ModelInfo>(zfvis_api::paths::templates::MODEL));
+    // the model's description, for every view that names its classes or statistics
+    provide_context(model);
     let (image, set_image) = signal(None::<ImageResponse>);
     let (preview, set_preview) = signal(None::<(String, String)>); // (url, caption)
     let (view, set_view) = signal(None::<View>);
@@ -41,15 +44,19 @@ fn App() -> impl IntoView {
         set_busy.set(true);
         set_error.set(None);
         leptos::task::spawn_local(async move {
-            match api::get_json::<ImageResponse>(&format!("/api/images/{}", target.image)).await {
+            match api::get_json::<ImageResponse>(&zfvis_api::paths::image(&target.image)).await {
                 Ok(img) => {
                     set_preview.set(Some((img.input_url.clone(), "from permalink".into())));
                     set_image.set(Some(img));
                     set_view.set(Some(target));
                 }
-                Err(e) => set_error.set(Some(format!(
-                    "{e} (permalinks last while the server keeps the image)"
-                ))),
+                Err(e) if e.code == Some(zfvis_api::ErrorCode::ImageNotFound) => set_error
+                    .set(Some(
+                    "This link points to an image the server no longer keeps (it holds the most \
+                     recent uploads only). Upload the picture again to explore it."
+                        .into(),
+                )),
+                Err(e) => set_error.set(Some(e.to_string())),
             }
             set_busy.set(false);
         });
@@ -84,7 +91,12 @@ fn App() -> impl IntoView {
         set_busy.set(true);
         set_preview.set(Some((upload.url.clone(), upload.name.clone())));
         leptos::task::spawn_local(async move {
-            match api::post_image::<ImageResponse>("/api/images", &upload.blob, &upload.name).await
+            match api::post_image::<ImageResponse>(
+                zfvis_api::paths::templates::IMAGES,
+                &upload.blob,
+                &upload.name,
+            )
+            .await
             {
                 Ok(img) => {
                     let keep_layer = view.get_untracked().map(|v| v.layer);
@@ -97,7 +109,7 @@ fn App() -> impl IntoView {
                 }
                 Err(e) => {
                     set_preview.set(None);
-                    set_error.set(Some(e));
+                    set_error.set(Some(e.to_string()));
                 }
             }
             set_busy.set(false);
@@ -115,7 +127,7 @@ fn App() -> impl IntoView {
             <Suspense fallback=|| view! { <span class="model">"loading model…"</span> }>
                 {move || model.get().map(|m| match m {
                     Ok(m) => view! { <ModelBadge info=m /> }.into_any(),
-                    Err(e) => view! { <span class="error">{e}</span> }.into_any(),
+                    Err(e) => view! { <span class="error">{e.to_string()}</span> }.into_any(),
                 })}
             </Suspense>
         </header>
@@ -192,5 +204,29 @@ fn Predictions(image: ImageResponse) -> impl IntoView {
             }).collect_view()}
         </ol>
         <p class="meta">{format!("input {}×{} px → resized to 256, centre crop 224", image.width, image.height)}</p>
+        <KnownClasses />
+    }
+}
+
+/// The model's resource, provided by [`App`].
+pub fn model_info() -> Option<LocalResource<api::ApiResult<ModelInfo>>> {
+    use_context::<LocalResource<api::ApiResult<ModelInfo>>>()
+}
+
+/// "This model knows N classes: …": a model that can only answer with its own classes says so
+/// next to its answers.
+#[component]
+fn KnownClasses() -> impl IntoView {
+    let model = model_info();
+    move || {
+        let info = model.and_then(|m| m.get()).and_then(Result::ok)?;
+        let names: Vec<String> = info.classes.iter().map(|c| c.label.clone()).collect();
+        let n = names.len();
+        Some(view! {
+            <details class="known-classes" id="known-classes">
+                <summary>{format!("This model knows {n} classes; it answers with one of them whatever the picture shows")}</summary>
+                <p>{names.join(", ")}</p>
+            </details>
+        })
     }
 }

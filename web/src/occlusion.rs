@@ -19,19 +19,28 @@ enum Phase {
 
 #[component]
 pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
-    let model = LocalResource::new(|| api::get_json::<ModelInfo>("/api/model"));
+    let model = crate::model_info().unwrap_or_else(|| {
+        LocalResource::new(|| api::get_json::<ModelInfo>(zfvis_api::paths::templates::MODEL))
+    });
     let (size, set_size) = signal(48usize);
     let (stride, set_stride) = signal(16usize);
     let (class, set_class) = signal(None::<usize>);
     let (phase, set_phase) = signal(Phase::Idle);
-    // the open event stream; closing it (new sweep, leaving the view) cancels an unfinished sweep
+    // the open event stream, and how to cancel the sweep when this page started it: a new sweep
+    // or leaving the view cancels an unfinished one
     let stream = StoredValue::new_local(None::<EventSource>);
+    let cancel_url = StoredValue::new_local(None::<String>);
     let close_stream = move || {
         stream.update_value(|s| {
             if let Some(es) = s.take() {
                 es.close();
             }
-        })
+        });
+        if let Some(url) = cancel_url.try_update_value(Option::take).flatten() {
+            leptos::task::spawn_local(async move {
+                let _ = api::delete(&url).await;
+            });
+        }
     };
     on_cleanup(close_stream);
     let id = image.id.clone();
@@ -44,11 +53,14 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
             fill: None,
             class: class.get_untracked(),
         };
-        let url = format!("/api/images/{id}/occlusion");
+        let url = zfvis_api::paths::occlusion(&id, false);
         leptos::task::spawn_local(async move {
             match api::post_json::<OcclusionStatus, OcclusionResponse>(&url, &request).await {
                 Ok(api::Started::Done(r)) => set_phase.set(Phase::Done(Box::new(r))),
                 Ok(api::Started::Accepted(s)) => {
+                    if let Some(token) = &s.token {
+                        cancel_url.set_value(Some(format!("{}?token={token}", s.result_url)));
+                    }
                     set_phase.set(Phase::Running {
                         done: s.done,
                         total: s.total,
@@ -58,7 +70,7 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
                         Err(e) => set_phase.set(Phase::Failed(e)),
                     }
                 }
-                Err(e) => set_phase.set(Phase::Failed(e)),
+                Err(e) => set_phase.set(Phase::Failed(e.to_string())),
             }
         });
     };

@@ -34,12 +34,12 @@ struct Step {
 }
 
 const TEXT: [Step; STEPS] = [
-    Step { title: "1 · Layer 1 filters", text: "ZFNet's first layer is 96 small 7×7 colour filters. Long ImageNet training turns them into oriented edges and colour blobs (paper Fig. 6c); this model's short 13-epoch run has left them close to their random start." },
+    Step { title: "1 · Layer 1 filters", text: "ZFNet's first layer is 96 small 7×7 colour filters, learned from the training images (paper Fig. 6c)." },
     Step { title: "2 · Layer 1 feature maps", text: "Sliding each filter over the photo gives one feature map: bright wherever the photo looks like that filter." },
-    Step { title: "3 · Layer 2: corners and textures", text: "Each tile pairs a probe-image patch with its deconvnet reconstruction: the nine strongest activations of one layer-2 map (paper Fig. 2)." },
-    Step { title: "4 · Layer 3: patterns", text: "Deeper units see larger patches and respond to richer structure: meshes, repeated patterns, text-like marks." },
-    Step { title: "5 · Layer 4: object parts", text: "Layer-4 units fire on class-specific parts, such as faces or wheels, wherever in the image they appear." },
-    Step { title: "6 · Layer 5: whole objects", text: "Layer-5 units cover most of the image and respond to whole objects in varied poses." },
+    Step { title: "3 · Layer 2", text: "Each tile pairs a probe-image patch with its deconvnet reconstruction: the nine strongest activations of the layer-2 map this photo excites most (paper Fig. 2). Layer-2 units see 27-pixel patches." },
+    Step { title: "4 · Layer 3", text: "Deeper units see larger patches (75 pixels at layer 3) and can combine what layer 2 found." },
+    Step { title: "5 · Layer 4", text: "Layer-4 units see 107-pixel squares; in a trained network their nine best patches often come from one class." },
+    Step { title: "6 · Layer 5", text: "Layer-5 units see 139-pixel squares, most of the 224-pixel input; compare what their nine best patches have in common." },
     Step { title: "7 · The deconvnet", text: "To see what one activation saw, the deconvnet runs the network backwards: unpool with the recorded switches, rectify, filter with the transposed weights." },
     Step { title: "8 · Occlusion", text: "Hide one part of the photo with a grey square at a time: where the class probability drops, the network was looking there (paper Fig. 7)." },
 ];
@@ -67,7 +67,7 @@ pub fn Tour(step: ReadSignal<Option<usize>>) -> impl IntoView {
     // the demo photo, uploaded once for the whole tour
     let image = LocalResource::new(|| async {
         let blob = api::get_blob(&format!("/demo/{DEMO}")).await?;
-        api::post_image::<ImageResponse>("/api/images", &blob, DEMO).await
+        api::post_image::<ImageResponse>(zfvis_api::paths::templates::IMAGES, &blob, DEMO).await
     });
     view! {
         <div class="tour" id="tour" role="dialog" aria-label="classroom tour">
@@ -82,7 +82,7 @@ pub fn Tour(step: ReadSignal<Option<usize>>) -> impl IntoView {
                     <div class="tour-stage" id="tour-stage">
                         <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading…"</div> }>
                             {move || image.get().map(|r| match r {
-                                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                                Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                                 Ok(img) => view! { <StepView step=s image=img /> }.into_any(),
                             })}
                         </Suspense>
@@ -98,10 +98,32 @@ pub fn Tour(step: ReadSignal<Option<usize>>) -> impl IntoView {
     }
 }
 
+/// What the nine have in common, as the labels of their probe images say (nothing is claimed
+/// that the labels do not show).
+fn agreement(t: &TopActivations) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for label in t.entries.iter().filter_map(|e| e.label.clone()) {
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    match counts.first() {
+        Some((label, n)) if *n >= 5 => {
+            format!("{n} of the {} come from {label} images.", t.entries.len())
+        }
+        Some(_) => format!(
+            "They come from {} different classes: this map responds to something they share, not to one class.",
+            counts.len()
+        ),
+        None => String::new(),
+    }
+}
+
 /// The strongest map of `layer` for the image.
 async fn strongest(image: &str, layer: &str) -> api::ApiResult<usize> {
-    let acts =
-        api::get_json::<LayerActivations>(&format!("/api/images/{image}/layers/{layer}")).await?;
+    let acts = api::get_json::<LayerActivations>(&zfvis_api::paths::layer(image, layer)).await?;
     Ok(acts
         .max
         .iter()
@@ -120,19 +142,35 @@ async fn strongest(image: &str, layer: &str) -> api::ApiResult<usize> {
 fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
     let id = image.id.clone();
     match step {
-        1 => view! {
-            <img class="tour-filters pixelated" id="tour-filters" src="/api/model/filters/conv1.png" alt="the 96 conv1 filters" />
+        1 => {
+            // what the filters show, in words measured from them (zfnet::filter_stats)
+            let model = crate::model_info();
+            let verdict = move || {
+                let stats = model.and_then(|m| m.get()).and_then(Result::ok)?.conv1?;
+                Some(format!(
+                    "This model's filters: {} (orientation {:.2} and smoothness {:.2}, where random filters score 0.10 and 0.17).",
+                    crate::explorer::conv1_verdict(&stats),
+                    stats.anisotropy,
+                    stats.low_freq_share
+                ))
+            };
+            view! {
+                <img class="tour-filters pixelated" id="tour-filters" src=zfvis_api::paths::templates::CONV1_FILTERS alt="the 96 conv1 filters" />
+                <p class="tour-caption" id="tour-filters-verdict">{verdict}</p>
+            }
+            .into_any()
         }
-        .into_any(),
         2 => {
             let id2 = id.clone();
             let maps = LocalResource::new(move || {
                 let id = id2.clone();
                 async move {
-                    let acts = api::get_json::<LayerActivations>(&format!("/api/images/{id}/layers/conv1")).await?;
+                    let acts =
+                        api::get_json::<LayerActivations>(&zfvis_api::paths::layer(&id, "conv1"))
+                            .await?;
                     let mut order: Vec<usize> = (0..acts.max.len()).collect();
                     order.sort_by(|&a, &b| acts.max[b].total_cmp(&acts.max[a]));
-                    Ok::<_, String>(order.into_iter().take(8).collect::<Vec<_>>())
+                    Ok::<_, api::Failure>(order.into_iter().take(8).collect::<Vec<_>>())
                 }
             });
             view! {
@@ -140,11 +178,11 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                     <img class="tour-input" src=image.input_url.clone() alt="the photo" />
                     <Suspense fallback=|| ()>
                         {move || maps.get().map(|r| match r {
-                            Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                             Ok(ms) => view! {
                                 <div class="tour-maps" id="tour-maps">
                                     {ms.into_iter().map(|m| view! {
-                                        <img class="pixelated" src=format!("/api/images/{}/activation/conv1/{m}", id) alt=format!("conv1 map {m}") />
+                                        <img class="pixelated" src=zfvis_api::paths::activation(&id, "conv1", m) alt=format!("conv1 map {m}") />
                                     }).collect_view()}
                                 </div>
                             }.into_any(),
@@ -160,15 +198,16 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                 let (id, layer) = (id.clone(), layer.clone());
                 async move {
                     let m = strongest(&id, &layer).await?;
-                    api::get_json::<TopActivations>(&format!("/visualize/{layer}/{m}")).await
+                    api::get_json::<TopActivations>(&zfvis_api::paths::visualize(&layer, m, None))
+                        .await
                 }
             });
             view! {
                 <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"finding the top-9…"</div> }>
                     {move || top.get().map(|r| match r {
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(t) => view! {
-                            <p class="tour-caption">{format!("{} map {}: its 9 strongest activations over {} probe images", t.layer, t.map, t.probe_images)}</p>
+                            <p class="tour-caption">{format!("{} map {}: its 9 strongest activations over {} probe images. {}", t.layer, t.map, t.probe_images, agreement(&t))}</p>
                             <div class="tour-top9" id="tour-top9">
                                 {t.entries.into_iter().map(|e| view! {
                                     <div class="top9-pair">
@@ -188,16 +227,21 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                 let id = id.clone();
                 async move {
                     let m = strongest(&id, "conv5").await?;
-                    api::get_json::<VisualizeResponse>(&format!("/visualize/conv5/{m}?image={id}&mode=unit")).await
+                    api::get_json::<VisualizeResponse>(&zfvis_api::paths::visualize(
+                        "conv5",
+                        m,
+                        Some((&id, zfvis_api::ProjectionMode::Unit, None)),
+                    ))
+                    .await
                 }
             });
             view! {
                 <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"projecting…"</div> }>
                     {move || view_res.get().map(|r| match r {
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(v) => view! {
                             <div class="tour-row">
-                                <figure><img class="tour-input" src=format!("/api/images/{}/input", v.image) alt="the photo" /><figcaption>"the photo"</figcaption></figure>
+                                <figure><img class="tour-input" src=zfvis_api::paths::input(&v.image) alt="the photo" /><figcaption>"the photo"</figcaption></figure>
                                 <figure><img class="tour-input" id="tour-projection" src=v.projection_url.clone() alt="projection" /><figcaption>{format!("what conv5 map {}'s strongest unit saw", v.map)}</figcaption></figure>
                             </div>
                         }.into_any(),
@@ -210,10 +254,21 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
             let sweep = LocalResource::new(move || {
                 let id = id.clone();
                 async move {
-                    let request = OcclusionRequest { size: Some(48), stride: Some(16), ..Default::default() };
-                    match api::post_json::<OcclusionStatus, OcclusionResponse>(&format!("/api/images/{id}/occlusion?wait=true"), &request).await? {
+                    let request = OcclusionRequest {
+                        size: Some(48),
+                        stride: Some(16),
+                        ..Default::default()
+                    };
+                    match api::post_json::<OcclusionStatus, OcclusionResponse>(
+                        &zfvis_api::paths::occlusion(&id, true),
+                        &request,
+                    )
+                    .await?
+                    {
                         api::Started::Done(r) => Ok(r),
-                        api::Started::Accepted(_) => Err("the sweep did not finish".to_string()),
+                        api::Started::Accepted(_) => {
+                            Err(api::Failure::from("the sweep did not finish"))
+                        }
                     }
                 }
             });
@@ -221,7 +276,7 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
             view! {
                 <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"sliding the grey square over the photo (a few seconds)…"</div> }>
                     {move || sweep.get().map(|r| match r {
-                        Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(r) => view! {
                             <div class="tour-row" id="tour-occlusion">
                                 {[(r.probability_url.clone(), format!("p({}) with that part hidden", r.class_label)),

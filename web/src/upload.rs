@@ -89,7 +89,7 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
                         on_upload(u);
                     }
                 }
-                Err(e) => set_demo_error.set(Some(e)),
+                Err(e) => set_demo_error.set(Some(e.to_string())),
             }
         });
     };

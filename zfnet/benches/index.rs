@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             trained: false,
             provenance: "bench".into(),
             evaluation: None,
+            conv1: None,
         },
         weights_sha256: "0".repeat(64),
     };

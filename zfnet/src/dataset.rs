@@ -37,7 +37,7 @@ fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>> {
         .collect();
     folders.sort();
     if folders.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Dataset(format!(
             "{} has no class sub-folders (expected DIR/<class>/<images>)",
             root.display()
         )));
@@ -106,7 +106,7 @@ impl FolderDataset {
 
     fn checked(set: FolderDataset) -> Result<FolderDataset> {
         if set.samples.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Dataset(format!(
                 "{}: no images (JPEG, PNG, WebP) in any class folder{}",
                 set.root.display(),
                 if set.unmatched_folders.is_empty() {

@@ -39,7 +39,7 @@ pub enum Selection {
 pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, usize, f32)>> {
     let (n, c, h, w) = activation.dims4()?;
     if map >= c {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "feature map {map} out of range (layer has {c})"
         )));
     }
@@ -67,7 +67,7 @@ pub fn project(
     selection: &Selection,
 ) -> Result<Tensor> {
     if layer >= net.convs.len() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "conv layer {} out of range 1..=5",
             layer + 1
         )));
@@ -75,7 +75,7 @@ pub fn project(
     let activation = &trace.convs[layer].activation;
     let (n, c, h, w) = activation.dims4()?;
     if map >= c {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Shape(format!(
             "feature map {map} out of range (conv{} has {c})",
             layer + 1
         )));
@@ -96,7 +96,7 @@ pub fn project(
         ),
         Selection::Units(u) => {
             if u.len() != n || u.iter().any(|&(y, x)| y >= h || x >= w) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Shape(format!(
                     "units {u:?} do not fit {n} images of {h}×{w}"
                 )));
             }

@@ -13,18 +13,18 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 .strip_prefix("cuda:")
                 .map(|n| {
                     n.parse::<usize>()
-                        .map_err(|_| Error::Invalid(format!("bad CUDA ordinal in device '{spec}'")))
+                        .map_err(|_| Error::Config(format!("bad CUDA ordinal in device '{spec}'")))
                 })
                 .transpose()?
                 .unwrap_or(0);
             if !candle_core::utils::cuda_is_available() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Config(format!(
                     "device '{spec}' asked for, but this build has no CUDA support (build with --features cuda)"
                 )));
             }
             Ok(Device::new_cuda(ordinal)?)
         }
-        other => Err(Error::Invalid(format!(
+        other => Err(Error::Config(format!(
             "unknown device '{other}': use cpu, cuda, cuda:N or auto"
         ))),
     }

@@ -119,13 +119,10 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
             source,
         })?;
     }
-    // Write to a temporary name, then rename: a crash never leaves a half-written weights file.
-    let tmp = path.with_extension("safetensors.partial");
+    // a temporary name, synced, then renamed: a crash never leaves a half-written weights file
+    let tmp = crate::fsutil::temp_path(path);
     candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    crate::fsutil::commit(&tmp, path)?;
     let manifest = Manifest {
         format: 1,
         name: "zfnet-imagenette-untrained".into(),
@@ -139,6 +136,7 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
              Its predictions and visualisations are meaningless until a trained model replaces it."
         ),
         evaluation: None,
+        conv1: None,
     };
     manifest.save(&manifest_path(path))?;
     Ok(true)

@@ -24,6 +24,10 @@ pub struct Manifest {
     /// Top-1 / top-5 accuracy on a named validation set, when measured by `zfvis eval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
+    /// How learned conv1 looks (low-frequency share, anisotropy, dead filters), recorded by
+    /// `zfvis eval --record` ([`crate::filter_stats`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv1: Option<crate::filter_stats::FilterStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

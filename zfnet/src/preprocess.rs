@@ -10,6 +10,10 @@ use std::io::Cursor;
 pub const MAX_PIXELS: u64 = 40_000_000;
 /// …or a side longer than this.
 pub const MAX_SIDE: u32 = 16_384;
+/// …or a long side more than this many times the short side. Resizing scales the short side to
+/// 256, so a 1×16384 strip (a 148-byte PNG) would become 256×4,194,304 pixels (3 GiB); at 32:1
+/// the resized image is at most 256×8192 (6 MiB).
+pub const MAX_ASPECT: u32 = 32;
 
 /// Why an upload could not become an input.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -22,6 +26,8 @@ pub enum ImageError {
     TooLarge { width: u32, height: u32 },
     #[error("the image is empty (0 pixels)")]
     Empty,
+    #[error("the image is {width}×{height} pixels; its long side may be at most {MAX_ASPECT}× its short side")]
+    TooElongated { width: u32, height: u32 },
 }
 
 impl ImageError {
@@ -32,6 +38,7 @@ impl ImageError {
             ImageError::Corrupt(_) => "corrupt_image",
             ImageError::TooLarge { .. } => "image_too_large",
             ImageError::Empty => "empty_image",
+            ImageError::TooElongated { .. } => "image_too_elongated",
         }
     }
 }
@@ -54,6 +61,9 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
     if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
         return Err(ImageError::TooLarge { width, height });
+    }
+    if u64::from(width.max(height)) > u64::from(width.min(height)) * u64::from(MAX_ASPECT) {
+        return Err(ImageError::TooElongated { width, height });
     }
     if format == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_after_last_scan(bytes) {
         // JPEG decoders fill a cut-off scan with grey and report success; refuse instead.
@@ -128,6 +138,7 @@ pub fn normalise(crop: &RgbImage, p: &Preprocess) -> Vec<f32> {
 }
 
 /// An image made ready for the network.
+#[derive(Debug)]
 pub struct Prepared {
     /// The `crop`×`crop` RGB image the network sees (for patches and display).
     pub crop: RgbImage,
@@ -178,6 +189,26 @@ mod tests {
         img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
             .unwrap();
         buf
+    }
+
+    /// The resize bomb: a strip of 1×16384 pixels (a few hundred bytes of PNG) passes the pixel
+    /// limits, but resizing its short side to 256 would allocate 3 GiB.
+    #[test]
+    fn refuses_strips_before_resizing_them() {
+        for (w, h) in [(1, 16_384), (16_384, 1), (2, 4_000), (7, 225)] {
+            let err = prepare(&png(w, h), &Preprocess::imagenet()).unwrap_err();
+            assert_eq!(
+                err,
+                ImageError::TooElongated {
+                    width: w,
+                    height: h
+                }
+            );
+            assert!(err.to_string().contains("32×"), "{err}");
+        }
+        // 32:1 is still accepted
+        let ok = prepare(&png(32 * 9, 9), &Preprocess::imagenet()).expect("32:1");
+        assert_eq!(ok.crop.dimensions(), (224, 224));
     }
 
     #[test]

@@ -14,7 +14,7 @@ const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// Image files under `root` (recursively, JPEG/PNG/WebP by extension), sorted by relative path.
 pub fn list_images(root: &Path) -> Result<Vec<PathBuf>> {
     if !root.is_dir() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Index(format!(
             "probe folder {} does not exist or is not a folder",
             root.display()
         )));
@@ -154,11 +154,62 @@ pub fn build_index(
     ))
 }
 
+/// Checks that every entry of `index` fits `net`: one layer per conv layer, one list per map,
+/// image numbers within the image list, units within the map, finite values. A server trusts
+/// what passes this, so a damaged or hand-edited index is refused here, not in a handler.
+pub fn check_bounds(index: &ProbeIndex, net: &crate::ZfNet) -> Result<()> {
+    let bad = |m: String| {
+        Err(Error::Index(format!(
+            "the index does not fit the model: {m}"
+        )))
+    };
+    if index.layers.len() != net.convs.len() {
+        return bad(format!(
+            "{} layers, the model has {}",
+            index.layers.len(),
+            net.convs.len()
+        ));
+    }
+    let sizes = crate::arch::spatial_sizes(net.arch);
+    for (l, (layer, conv)) in index.layers.iter().zip(&net.convs).enumerate() {
+        let side = sizes[l].0;
+        if layer.hits.len() != conv.out_channels() {
+            return bad(format!(
+                "{} has {} maps, the model's has {}",
+                layer.name,
+                layer.hits.len(),
+                conv.out_channels()
+            ));
+        }
+        for (map, hits) in layer.hits.iter().enumerate() {
+            if hits.len() > index.k {
+                return bad(format!(
+                    "{} map {map} has more than k = {} entries",
+                    layer.name, index.k
+                ));
+            }
+            for h in hits {
+                if h.image as usize >= index.images.len()
+                    || h.x as usize >= side
+                    || h.y as usize >= side
+                    || !h.value.is_finite()
+                {
+                    return bad(format!(
+                        "{} map {map} has an entry out of range ({h:?})",
+                        layer.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `index` belongs to the weights with hash `weights_sha256` and that every probe
 /// image under `root` is still the file that was indexed.
 pub fn verify(index: &ProbeIndex, weights_sha256: &str, root: &Path) -> Result<()> {
     if index.weights_sha256 != weights_sha256 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Index(format!(
             "the index was built for other weights (sha256 {}…, the model is {}…): rebuild it with `zfvis index`",
             &index.weights_sha256[..12.min(index.weights_sha256.len())],
             &weights_sha256[..12.min(weights_sha256.len())]
@@ -175,7 +226,7 @@ pub fn verify(index: &ProbeIndex, weights_sha256: &str, root: &Path) -> Result<(
         .map(|img| img.path.as_str())
         .collect();
     if let Some(first) = changed.first() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Index(format!(
             "{} of the {} indexed probe images under {} are missing or changed (first: {first}): rebuild the index",
             changed.len(),
             index.images.len(),
@@ -209,7 +260,7 @@ pub fn hit_pictures(
         .par_iter()
         .map(|hit| {
             let image = index.images.get(hit.image as usize).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Index(format!(
                     "hit refers to image {} not in the index",
                     hit.image
                 ))

@@ -12,6 +12,16 @@ pub fn png(image: &RgbImage) -> Vec<u8> {
     out
 }
 
+/// Whether `bytes` look like a whole PNG file: the signature at the start and the `IEND` chunk
+/// (with its fixed CRC) at the end. A file cut short by a crash or a full disk fails this.
+pub fn is_whole_png(bytes: &[u8]) -> bool {
+    const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+    bytes.len() > SIGNATURE.len() + IEND.len()
+        && bytes.starts_with(&SIGNATURE)
+        && bytes.ends_with(&IEND)
+}
+
 /// The part inside `b` of a projection `[3, side, side]` as the paper shows it: contrast-normalised
 /// over that part around zero, so grey is 0 and the strongest value of either sign there reaches
 /// black or white. Pass the whole image's box for the uncropped picture.
@@ -109,6 +119,15 @@ pub fn filter_grid(weights: &[f32], n: usize, k: usize, cols: usize, scale: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_png_is_not_whole() {
+        let bytes = png(&RgbImage::new(5, 3));
+        assert!(is_whole_png(&bytes));
+        assert!(!is_whole_png(&bytes[..bytes.len() - 1]));
+        assert!(!is_whole_png(&bytes[..bytes.len() / 2]));
+        assert!(!is_whole_png(b""));
+    }
 
     #[test]
     fn projection_maps_zero_to_grey_and_extremes_to_black_and_white() {

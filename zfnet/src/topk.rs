@@ -123,18 +123,21 @@ pub struct ProbeIndex {
 impl ProbeIndex {
     /// Combines indexes of disjoint (or overlapping) image sets built with the same weights into the
     /// index a single run over their union would give.
-    pub fn merge(parts: &[ProbeIndex]) -> Result<ProbeIndex, String> {
-        let first = parts.first().ok_or("nothing to merge")?;
+    pub fn merge(parts: &[ProbeIndex]) -> crate::Result<ProbeIndex> {
+        let bad = |m: String| crate::Error::Index(m);
+        let first = parts
+            .first()
+            .ok_or_else(|| bad("nothing to merge".into()))?;
         for p in parts {
             if p.weights_sha256 != first.weights_sha256 {
-                return Err(format!(
+                return Err(bad(format!(
                     "indexes built with different weights ({} vs {})",
                     &p.weights_sha256[..12.min(p.weights_sha256.len())],
                     &first.weights_sha256[..12.min(first.weights_sha256.len())]
-                ));
+                )));
             }
             if p.k != first.k || p.layers.len() != first.layers.len() {
-                return Err("indexes differ in k or layers".into());
+                return Err(bad("indexes differ in k or layers".into()));
             }
         }
         let mut images: Vec<ProbeImage> = parts
@@ -151,12 +154,13 @@ impl ProbeIndex {
             for p in parts {
                 let other = &p.layers[l];
                 if other.hits.len() != maps || other.name != layer.name {
-                    return Err(format!("layer {} differs between indexes", layer.name));
+                    return Err(bad(format!("layer {} differs between indexes", layer.name)));
                 }
                 for (m, hits) in other.hits.iter().enumerate() {
                     for h in hits {
-                        let path = &p.images[h.image as usize].path;
-                        let image = position(path).ok_or("hit refers to an unknown image")? as u32;
+                        let unknown = || bad("hit refers to an unknown image".into());
+                        let path = &p.images.get(h.image as usize).ok_or_else(unknown)?.path;
+                        let image = position(path).ok_or_else(unknown)? as u32;
                         let hit = Hit { image, ..*h };
                         if !top.maps[m].contains(&hit) {
                             top.offer(m, hit, &images);

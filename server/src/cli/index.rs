@@ -1,12 +1,75 @@
 //! `zfvis index`: top-9 activations of every map over a probe folder; `zfvis index merge`.
 
+use super::DEFAULT_WEIGHTS;
 use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use zfnet::topk::ProbeIndex;
 
+/// Top-k activations of every conv map over a folder of probe images (or `index merge`).
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct IndexArgs {
+    #[command(subcommand)]
+    action: Option<IndexAction>,
+    /// Folder of images, searched recursively (JPEG, PNG, WebP).
+    #[arg(long)]
+    probe: Option<PathBuf>,
+    /// Index file to write (JSON).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value = DEFAULT_WEIGHTS)]
+    weights: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Index only slice i of n (every n-th image from i), e.g. 0/4; combine with `index merge`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Activations kept per map.
+    #[arg(long, default_value_t = 9)]
+    top: usize,
+}
+
+#[derive(Subcommand)]
+enum IndexAction {
+    /// Combine partial indexes (from --shard runs) into the index of their union.
+    Merge {
+        /// Partial index files.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn run(args: IndexArgs) -> anyhow::Result<()> {
+    if let Some(IndexAction::Merge { parts, out }) = args.action {
+        return merge(&parts, &out);
+    }
+    crate::alloc::keep_freed_memory();
+    let probe = args
+        .probe
+        .context("give --probe DIR (the images to index)")?;
+    let out = args
+        .out
+        .context("give --out FILE (where to write the index)")?;
+    build(
+        &args.weights,
+        &args.device,
+        &probe,
+        &out,
+        args.shard.as_deref(),
+        args.batch,
+        args.top,
+    )
+}
+
 /// `i/n` with `i < n`.
-pub fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
     let (i, n) = s
         .split_once('/')
         .context("--shard must look like i/n, e.g. 0/4")?;
@@ -20,7 +83,7 @@ pub fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((i, n))
 }
 
-pub fn build(
+fn build(
     weights: &Path,
     device: &str,
     probe: &Path,
@@ -97,31 +160,44 @@ pub fn index_with_bar(
     Ok(index)
 }
 
+/// An explicit index file for `probe`: it must match the weights and the images and fit the
+/// model, or this fails with the reason.
+pub fn load_checked(
+    model: &zfnet::LoadedModel,
+    probe: &Path,
+    path: &Path,
+) -> anyhow::Result<ProbeIndex> {
+    let loaded = load(path)?;
+    zfnet::probe::verify(&loaded, &model.weights_sha256, probe)
+        .and_then(|()| zfnet::probe::check_bounds(&loaded, &model.net))
+        .with_context(|| format!("index {} does not fit", path.display()))?;
+    Ok(loaded)
+}
+
+/// Images per resumable part of a probe index build.
+const PART: usize = 256;
+
 /// The index of `probe` for `model`: loaded from `cache` if one there matches the weights and the
-/// images, otherwise built (with a progress bar) and saved there. An explicit `index` file must
-/// match, or this fails with the reason.
+/// images, otherwise built and saved there. The build goes in parts of [`PART`] images, each
+/// saved as it finishes, so a build that is killed resumes from its last part; the parts are
+/// merged into exactly the index a single pass gives. `progress(done, total)` follows it.
 pub fn probe_index(
     model: &zfnet::LoadedModel,
     probe: &Path,
-    index: Option<&Path>,
     cache: &Path,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<ProbeIndex> {
-    if let Some(path) = index {
-        let loaded = load(path)?;
-        zfnet::probe::verify(&loaded, &model.weights_sha256, probe)
-            .with_context(|| format!("index {} does not fit", path.display()))?;
-        return Ok(loaded);
-    }
+    use sha2::{Digest, Sha256};
     let key = {
-        use sha2::{Digest, Sha256};
         let root = probe.canonicalize().unwrap_or_else(|_| probe.to_path_buf());
         let h = hex::encode(Sha256::digest(root.display().to_string().as_bytes()));
-        format!("index-{}-{}.json", &model.weights_sha256[..16], &h[..12])
+        format!("index-{}-{}", &model.weights_sha256[..16], &h[..12])
     };
-    let path = cache.join(key);
+    let path = cache.join(format!("{key}.json"));
     if path.exists() {
         match load(&path).and_then(|i| {
             zfnet::probe::verify(&i, &model.weights_sha256, probe)?;
+            zfnet::probe::check_bounds(&i, &model.net)?;
             Ok(i)
         }) {
             Ok(index) => {
@@ -130,6 +206,7 @@ pub fn probe_index(
                     path.display(),
                     index.images.len()
                 );
+                progress(index.images.len(), index.images.len());
                 return Ok(index);
             }
             Err(e) => eprintln!("cached probe index is stale ({e:#}); rebuilding"),
@@ -139,18 +216,63 @@ pub fn probe_index(
     if files.is_empty() {
         bail!("no JPEG, PNG or WebP images under {}", probe.display());
     }
+    let total = files.len();
     eprintln!(
-        "building the probe index of {} ({} images) for this model, once; later starts reuse {}",
+        "building the probe index of {} ({total} images) for this model, once; later starts reuse {}",
         probe.display(),
-        files.len(),
         path.display()
     );
-    let index = index_with_bar(model, probe, &files, 9, 16)?;
+    let parts_dir = cache.join(format!("{key}.parts"));
+    let started = std::time::Instant::now();
+    let mut parts = Vec::new();
+    let mut done = 0;
+    for (i, chunk) in files.chunks(PART).enumerate() {
+        // a part is named by the files it covers: if the folder changes, it is not reused
+        let names: Vec<String> = chunk
+            .iter()
+            .map(|f| zfnet::probe::relative(probe, f))
+            .collect();
+        let h = hex::encode(Sha256::digest(names.join("\n").as_bytes()));
+        let part_path = parts_dir.join(format!("{i:05}-{}.json", &h[..16]));
+        let reused = load(&part_path).ok().filter(|part| {
+            zfnet::probe::verify(part, &model.weights_sha256, probe).is_ok()
+                && zfnet::probe::check_bounds(part, &model.net).is_ok()
+        });
+        let part = match reused {
+            Some(part) => part,
+            None => {
+                let before = done;
+                let (part, skipped) =
+                    zfnet::probe::build_index(model, probe, chunk, 9, 16, |n, _| {
+                        progress(before + n, total)
+                    })?;
+                for s in &skipped {
+                    eprintln!("skipped {}: {}", s.path, s.reason);
+                }
+                save(&part, &part_path)?;
+                part
+            }
+        };
+        done += chunk.len();
+        progress(done, total);
+        if (done * 10 / total) != ((done - chunk.len()) * 10 / total) {
+            eprintln!("indexed {done}/{total} images");
+        }
+        parts.push(part);
+    }
+    let index = ProbeIndex::merge(&parts).map_err(|e| anyhow::anyhow!("merging the parts: {e}"))?;
     save(&index, &path)?;
+    let _ = std::fs::remove_dir_all(&parts_dir);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "indexed {} images in {secs:.1}s ({:.1} images/s)",
+        index.images.len(),
+        index.images.len() as f64 / secs.max(1e-9)
+    );
     Ok(index)
 }
 
-pub fn merge(parts: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+fn merge(parts: &[PathBuf], out: &Path) -> anyhow::Result<()> {
     if parts.is_empty() {
         bail!("give the partial indexes to merge");
     }
@@ -177,12 +299,6 @@ pub fn load(path: &Path) -> anyhow::Result<ProbeIndex> {
 
 /// Writes atomically: a crash leaves the old file or the new one, never half of one.
 fn save(index: &ProbeIndex, out: &Path) -> anyhow::Result<()> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = out.with_extension("partial");
-    std::fs::write(&tmp, serde_json::to_vec(index)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    zfnet::fsutil::write_atomic(out, &serde_json::to_vec(index)?)?;
     Ok(())
 }

@@ -1,7 +1,5 @@
 //! A real `zfvis serve` process on 127.0.0.1 with a free port, killed when dropped.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,7 +60,35 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "zfvis did not start within 60 s");
         };
+        // with a probe set the server answers at once and indexes in the background: wait
+        if extra.contains(&"--probe") {
+            wait_for_index(&url);
+        }
         Server { child, url }
+    }
+}
+
+/// Polls `/api/health` until the probe index is ready (panics if it fails or takes 5 minutes).
+fn wait_for_index(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let health: Option<zfvis_api::Health> = std::process::Command::new("curl")
+            .args(["-s", &format!("{url}/api/health")])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        if let Some(status) = health.and_then(|h| h.probe_index) {
+            match status.state {
+                zfvis_api::IndexPhase::Ready => return,
+                zfvis_api::IndexPhase::Failed => panic!("probe index failed: {:?}", status.message),
+                zfvis_api::IndexPhase::Building => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "probe index not ready in 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -106,6 +132,6 @@ pub async fn expect_get_errors(
         let resp = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), *status, "{path}");
         let err: zfvis_api::ApiError = resp.json().await.unwrap();
-        assert_eq!(err.code, *code, "{path}: {}", err.error);
+        assert_eq!(err.code.as_str(), *code, "{path}: {}", err.error);
     }
 }

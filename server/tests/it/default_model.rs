@@ -2,9 +2,7 @@
 //! accuracy reproduced by `zfvis eval` on a sample of Imagenette val when the set is at hand
 //! (`../shared/datasets/imagenette` beside the checkout, or `ZFVIS_IMAGENETTE=DIR`).
 
-mod common;
-
-use common::{get_json, repo_root, scratch_dir, Server};
+use crate::common::{get_json, repo_root, scratch_dir, Server};
 use std::path::PathBuf;
 use std::process::Command;
 use zfnet::manifest::Manifest;
@@ -54,7 +52,7 @@ fn percent_after(text: &str, key: &str) -> f32 {
 }
 
 #[test]
-fn the_default_model_is_trained_and_its_accuracy_reproduces() {
+fn the_default_model_is_trained_and_records_its_accuracy() {
     let weights = repo_root().join("model-weights/zfnet-imagenette.safetensors");
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(weights.with_extension("json")).expect("the committed manifest"),
@@ -70,11 +68,18 @@ fn the_default_model_is_trained_and_its_accuracy_reproduces() {
     );
     let bytes = std::fs::metadata(&weights).expect("weights").len();
     assert!(bytes < 64 << 20, "fp16 weights stay small ({bytes} bytes)");
+}
 
-    let Some(val) = imagenette_val() else {
-        eprintln!("no Imagenette val beside the checkout: only the manifest was checked");
-        return;
-    };
+/// Needs the data set, so it is ignored (and says so) unless asked for: `scripts/test.sh` runs
+/// the ignored tests when Imagenette is beside the checkout, and then a missing set fails here.
+#[test]
+#[ignore = "needs Imagenette val (../shared/datasets/imagenette or ZFVIS_IMAGENETTE); scripts/test.sh runs it when present"]
+fn the_recorded_accuracy_reproduces_on_a_sample_of_imagenette_val() {
+    let weights = repo_root().join("model-weights/zfnet-imagenette.safetensors");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(weights.with_extension("json")).unwrap()).unwrap();
+    let recorded = manifest.evaluation.expect("val accuracy recorded");
+    let val = imagenette_val().expect("Imagenette val beside the checkout or at ZFVIS_IMAGENETTE");
     let sample = sample_of(&val, 8);
     let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
         .args(["eval", "--data"])

@@ -1,9 +1,8 @@
 //! `zfvis index`: sharded runs merged equal a single run, byte for byte; bad files are skipped
 //! and reported; bad arguments fail with a message naming the problem.
 
-mod common;
-
-use common::{fixture_weights, repo_root};
+use crate::common;
+use crate::common::{fixture_weights, repo_root};
 use std::path::Path;
 use std::process::Command;
 use zfnet::topk::ProbeIndex;

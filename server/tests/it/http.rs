@@ -1,8 +1,7 @@
 //! HTTP tests against a real `zfvis serve` on 127.0.0.1.
 
-mod common;
-
-use common::{demo_image, fixture_weights, Server};
+use crate::common;
+use crate::common::{demo_image, fixture_weights, Server};
 use reqwest::multipart::{Form, Part};
 use reqwest::StatusCode;
 use zfvis_api::{ApiError, Health, ModelInfo, PredictResponse};
@@ -16,7 +15,7 @@ async fn expect_error(resp: reqwest::Response, status: StatusCode, code: &str) -
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let err: ApiError = resp.json().await.expect("JSON error body");
-    assert_eq!(err.code, code, "{err:?}");
+    assert_eq!(err.code.as_str(), code, "{err:?}");
     assert!(!err.error.is_empty());
     err
 }

@@ -1,9 +1,8 @@
 //! The visualize API against a real server: every layer, both modes, the pictures equal what
 //! the library computes in-process, and bad requests get JSON errors.
 
-mod common;
-
-use common::{demo_image, fixture_weights, upload, Server};
+use crate::common;
+use crate::common::{demo_image, fixture_weights, upload, Server};
 use reqwest::StatusCode;
 use zfvis_api::{LayerActivations, VisualizeResponse};
 
@@ -21,7 +20,7 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
     let server = Server::start(&fixture_weights(), &[]);
     let client = reqwest::Client::new();
     let image = upload(&client, &server.url, "horses.jpg").await;
-    assert_eq!(image.id.len(), 32);
+    assert_eq!(image.id.len(), 64, "the full SHA-256");
     let again = upload(&client, &server.url, "horses.jpg").await;
     assert_eq!(again.id, image.id, "content-addressed");
 
@@ -166,11 +165,7 @@ async fn visualize_errors_are_json() {
             "bad_query",
         ),
         ("/visualize/conv2/0".to_string(), 404, "no_probe_index"),
-        (
-            "/visualize/conv2/0?mode=map".to_string(),
-            422,
-            "missing_image",
-        ),
+        ("/visualize/conv2/0?mode=map".to_string(), 422, "bad_query"),
         (
             format!("/api/images/{}/projection/conv3/48", image.id),
             404,

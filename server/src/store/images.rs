@@ -51,8 +51,9 @@ impl ImageStore {
     }
 }
 
-/// The id of an upload: the first 128 bits of its SHA-256, in hex.
+/// The id of an upload: its full SHA-256, in hex. Every cache keyed by it (traces, pictures,
+/// sweeps) uses all of it, so two different uploads never share an entry.
 pub fn content_id(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(bytes)[..16])
+    hex::encode(Sha256::digest(bytes))
 }

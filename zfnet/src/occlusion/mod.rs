@@ -14,13 +14,16 @@
 //! stride/2)`, so the cells tile the image and a heatmap cell sits over the pixels it stands for;
 //! squares are clipped at the border.
 
+mod incremental;
+mod pictures;
+
+pub use pictures::{class_color, class_legend, pictures, SweepPictures};
+
 use crate::arch::INPUT_SIZE;
 use crate::manifest::Preprocess;
 use crate::model::ZfNet;
-use crate::ops::conv::{conv_relu_image, ConvGeometry};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Most positions one sweep may have (e.g. stride 4 gives 56² = 3,136).
@@ -67,7 +70,7 @@ impl OcclusionParams {
     }
 
     pub fn validate(&self, classes: usize) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(m));
+        let bad = |m: String| Err(Error::Config(m));
         if !(1..=INPUT_SIZE).contains(&self.size) {
             return bad(format!("size must be 1–{INPUT_SIZE}, got {}", self.size));
         }
@@ -219,7 +222,7 @@ pub fn sweep(
             }
             out
         }
-        Method::Incremental => incremental(
+        Method::Incremental => incremental::incremental(
             net,
             &base,
             &input_host,
@@ -260,292 +263,9 @@ fn occlude(img: &mut [f32], (y0, y1, x0, x1): (usize, usize, usize, usize), fill
     }
 }
 
-/// A layer's full unoccluded activation `[c, h, w]`.
-struct Base {
-    c: usize,
-    h: usize,
-    w: usize,
-    data: Vec<f32>,
-}
-
-/// The occluded values of a layer inside `[y0, y1) × [x0, x1)` (all channels); elsewhere the
-/// layer equals its [`Base`].
-struct Patch {
-    y0: usize,
-    y1: usize,
-    x0: usize,
-    x1: usize,
-    values: Vec<f32>,
-}
-
-impl Patch {
-    fn get(&self, base: &Base, c: usize, y: usize, x: usize) -> f32 {
-        if y >= self.y0 && y < self.y1 && x >= self.x0 && x < self.x1 {
-            let (ph, pw) = (self.y1 - self.y0, self.x1 - self.x0);
-            self.values[(c * ph + (y - self.y0)) * pw + (x - self.x0)]
-        } else {
-            base.data[(c * base.h + y) * base.w + x]
-        }
-    }
-}
-
-/// Output indices `[lo, hi)` of a window op (kernel `k`, stride `s`, padding `p`, `out` outputs)
-/// whose window overlaps input indices `[a, b)`.
-fn affected(a: usize, b: usize, k: usize, s: usize, p: usize, out: usize) -> (usize, usize) {
-    // output o reads inputs [o·s − p, o·s − p + k)
-    let lo = (a + p + 1).saturating_sub(k).div_ceil(s);
-    let hi = ((b - 1 + p) / s + 1).min(out);
-    (lo.min(hi), hi)
-}
-
-fn host(t: &Tensor) -> Result<Base> {
-    let (_, c, h, w) = t.dims4()?;
-    Ok(Base {
-        c,
-        h,
-        w,
-        data: t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
-    })
-}
-
-fn incremental(
-    net: &ZfNet,
-    base: &crate::Trace,
-    input: &[f32],
-    params: &OcclusionParams,
-    fill: [f32; 3],
-    strongest_map: usize,
-    progress: &(dyn Fn(usize, usize) -> bool + Sync),
-) -> Result<Vec<(f32, Vec<f32>)>> {
-    let input_base = Base {
-        c: 3,
-        h: INPUT_SIZE,
-        w: INPUT_SIZE,
-        data: input.to_vec(),
-    };
-    // per conv layer: (its input base, activation base, normalised base, pooled base)
-    let mut stages = Vec::new();
-    for (i, t) in base.convs.iter().enumerate() {
-        let conv = &net.convs[i];
-        stages.push((
-            host(&t.activation)?,
-            t.normalized.as_ref().map(host).transpose()?,
-            t.pooled.as_ref().map(|p| host(&p.output)).transpose()?,
-            conv.weight
-                .flatten_all()?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f32>()?,
-            conv.bias.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
-        ));
-    }
-    let (maps5, h5, w5) = (stages[4].0.c, stages[4].0.h, stages[4].0.w);
-    let plane5 = h5 * w5;
-    let map_base_sum: f32 = stages[4].0.data[strongest_map * plane5..(strongest_map + 1) * plane5]
-        .iter()
-        .sum();
-    let pool5 = stages[4]
-        .2
-        .as_ref()
-        .ok_or_else(|| Error::Invalid("conv5 has no pool".into()))?;
-    let grid = params.grid();
-    let total = grid * grid;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let cancelled = std::sync::atomic::AtomicBool::new(false);
-    let positions: Vec<(f32, Vec<f32>)> = (0..total)
-        .into_par_iter()
-        .map_init(Vec::new, |cols, p| {
-            if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                return (0.0, Vec::new());
-            }
-            let (y0, y1, x0, x1) = params.square(p / grid, p % grid);
-            let mut values = vec![0f32; 3 * (y1 - y0) * (x1 - x0)];
-            for (c, &v) in fill.iter().enumerate() {
-                values[c * (y1 - y0) * (x1 - x0)..(c + 1) * (y1 - y0) * (x1 - x0)].fill(v);
-            }
-            let mut patch = Patch {
-                y0,
-                y1,
-                x0,
-                x1,
-                values,
-            };
-            let mut below = &input_base;
-            let mut map_sum = 0.0;
-            for (i, (act, norm, pooled, weight, bias)) in stages.iter().enumerate() {
-                let spec = net.convs[i].spec;
-                patch = conv_patch(
-                    below,
-                    &patch,
-                    act,
-                    weight,
-                    bias,
-                    spec.kernel,
-                    spec.stride,
-                    spec.padding,
-                    cols,
-                );
-                if i == 4 {
-                    let (ph, pw) = (patch.y1 - patch.y0, patch.x1 - patch.x0);
-                    let inside: f32 = patch.values
-                        [strongest_map * ph * pw..(strongest_map + 1) * ph * pw]
-                        .iter()
-                        .sum();
-                    let mut outside = 0.0;
-                    for y in patch.y0..patch.y1 {
-                        let row = &act.data[strongest_map * plane5 + y * w5..][..w5];
-                        outside += row[patch.x0..patch.x1].iter().sum::<f32>();
-                    }
-                    map_sum = map_base_sum - outside + inside;
-                }
-                let mut level = act;
-                if let Some(norm) = norm {
-                    let area = (patch.y1 - patch.y0) * (patch.x1 - patch.x0);
-                    let mut out = vec![0f32; patch.values.len()];
-                    crate::ops::lrn::forward_image(&patch.values, &mut out, act.c, area, net.lrn);
-                    patch.values = out;
-                    level = norm;
-                }
-                if let Some(pooled) = pooled {
-                    patch = pool_patch(level, &patch, pooled, net.pool);
-                    level = pooled;
-                }
-                below = level;
-            }
-            // pool5 with the patch applied, flattened for the head
-            let mut flat = pool5.data.clone();
-            let (ph, pw) = (patch.y1 - patch.y0, patch.x1 - patch.x0);
-            for c in 0..pool5.c {
-                for y in patch.y0..patch.y1 {
-                    for x in patch.x0..patch.x1 {
-                        flat[(c * pool5.h + y) * pool5.w + x] =
-                            patch.values[(c * ph + (y - patch.y0)) * pw + (x - patch.x0)];
-                    }
-                }
-            }
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if !progress(n, total) {
-                cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            (map_sum, flat)
-        })
-        .collect();
-    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(Error::Cancelled);
-    }
-    let _ = maps5;
-    // the head, batched over positions
-    let features = pool5.data.len();
-    let mut out = Vec::with_capacity(total);
-    for chunk in positions.chunks(256) {
-        let data: Vec<f32> = chunk.iter().flat_map(|(_, f)| f.iter().copied()).collect();
-        let x = Tensor::from_vec(data, (chunk.len(), features), net.device())?;
-        let (_, _, logits) = net.head(&x.reshape((chunk.len(), pool5.c, pool5.h, pool5.w))?)?;
-        let probs = crate::model::softmax(&logits)?.to_vec2::<f32>()?;
-        out.extend(chunk.iter().map(|(s, _)| *s).zip(probs));
-    }
-    Ok(out)
-}
-
-/// The conv layer's output inside the region its occluded input window reaches: conv + bias +
-/// ReLU on just that window of the input (zero padding where the window leaves the image).
-#[allow(clippy::too_many_arguments)]
-fn conv_patch(
-    input: &Base,
-    patch: &Patch,
-    output: &Base,
-    weight: &[f32],
-    bias: &[f32],
-    k: usize,
-    s: usize,
-    p: usize,
-    cols: &mut Vec<f32>,
-) -> Patch {
-    let (oy0, oy1) = affected(patch.y0, patch.y1, k, s, p, output.h);
-    let (ox0, ox1) = affected(patch.x0, patch.x1, k, s, p, output.w);
-    let (oh, ow) = (oy1 - oy0, ox1 - ox0);
-    // input window rows [oy0·s − p, (oy1 − 1)·s − p + k)
-    let wh = (oh - 1) * s + k;
-    let ww = (ow - 1) * s + k;
-    let iy0 = (oy0 * s) as isize - p as isize;
-    let ix0 = (ox0 * s) as isize - p as isize;
-    let mut window = vec![0f32; input.c * wh * ww];
-    for c in 0..input.c {
-        for dy in 0..wh {
-            let y = iy0 + dy as isize;
-            if y < 0 || y >= input.h as isize {
-                continue;
-            }
-            for dx in 0..ww {
-                let x = ix0 + dx as isize;
-                if x >= 0 && x < input.w as isize {
-                    window[(c * wh + dy) * ww + dx] = patch.get(input, c, y as usize, x as usize);
-                }
-            }
-        }
-    }
-    let g = ConvGeometry {
-        c_in: input.c,
-        c_out: output.c,
-        k,
-        stride: s,
-        padding: 0,
-        h: wh,
-        w: ww,
-    };
-    let mut values = vec![0f32; output.c * oh * ow];
-    conv_relu_image(&window, weight, bias, &g, cols, &mut values, false);
-    Patch {
-        y0: oy0,
-        y1: oy1,
-        x0: ox0,
-        x1: ox1,
-        values,
-    }
-}
-
-/// The pooled outputs whose windows overlap the patch, from the patched input.
-fn pool_patch(
-    input: &Base,
-    patch: &Patch,
-    output: &Base,
-    pool: crate::ops::maxpool::Pool2d,
-) -> Patch {
-    let (oy0, oy1) = affected(patch.y0, patch.y1, pool.kernel, pool.stride, 0, output.h);
-    let (ox0, ox1) = affected(patch.x0, patch.x1, pool.kernel, pool.stride, 0, output.w);
-    let (oh, ow) = (oy1 - oy0, ox1 - ox0);
-    let mut values = vec![0f32; input.c * oh * ow];
-    for c in 0..input.c {
-        for oy in oy0..oy1 {
-            let (y0, y1) = (
-                oy * pool.stride,
-                (oy * pool.stride + pool.kernel).min(input.h),
-            );
-            for ox in ox0..ox1 {
-                let (x0, x1) = (
-                    ox * pool.stride,
-                    (ox * pool.stride + pool.kernel).min(input.w),
-                );
-                let mut best = f32::NEG_INFINITY;
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        best = best.max(patch.get(input, c, y, x));
-                    }
-                }
-                values[(c * oh + (oy - oy0)) * ow + (ox - ox0)] = best;
-            }
-        }
-    }
-    Patch {
-        y0: oy0,
-        y1: oy1,
-        x0: ox0,
-        x1: ox1,
-        values,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::incremental::affected;
     use super::*;
 
     #[test]

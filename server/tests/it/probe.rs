@@ -1,9 +1,8 @@
 //! Top-9 over a probe set through a real server: `/visualize/{layer}/{map}` without an image,
 //! its pictures, opening a probe image, and refusing an index that does not fit.
 
-mod common;
-
-use common::{fixture_weights, get_json, repo_root, scratch_dir, Server};
+use crate::common;
+use crate::common::{fixture_weights, get_json, repo_root, scratch_dir, Server};
 use std::path::PathBuf;
 use std::process::Command;
 use zfvis_api::{ImageResponse, TopActivations, VisualizeResponse};
@@ -152,6 +151,16 @@ fn walk_pngs(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A probe folder of three demo photos under `tmp`.
+fn three_photo_probe(tmp: &std::path::Path) -> PathBuf {
+    let probe = tmp.join("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    for name in ["dog.jpg", "kite.jpg", "coffee.png"] {
+        std::fs::copy(demo().join(name), probe.join(name)).unwrap();
+    }
+    probe
+}
+
 fn serve_fails(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
         .args(["serve", "--addr", "127.0.0.1:0", "--ui-dir", "/nonexistent"])
@@ -165,11 +174,7 @@ fn serve_fails(args: &[&str]) -> String {
 #[test]
 fn an_index_for_other_weights_or_changed_images_is_refused() {
     let tmp = scratch_dir("probe-refuse");
-    let probe = tmp.join("probe");
-    std::fs::create_dir_all(&probe).unwrap();
-    for name in ["dog.jpg", "kite.jpg", "coffee.png"] {
-        std::fs::copy(demo().join(name), probe.join(name)).unwrap();
-    }
+    let probe = three_photo_probe(&tmp);
     let index = tmp.join("index.json");
     let weights = fixture_weights();
     let status = Command::new(env!("CARGO_BIN_EXE_zfvis"))
@@ -190,18 +195,98 @@ fn an_index_for_other_weights_or_changed_images_is_refused() {
         index.to_str().unwrap(),
     ]);
     assert!(err.contains("other weights"), "{err}");
+    let serve_own = || {
+        serve_fails(&[
+            "--weights",
+            weights.to_str().unwrap(),
+            "--probe",
+            probe.to_str().unwrap(),
+            "--index",
+            index.to_str().unwrap(),
+        ])
+    };
     std::fs::copy(demo().join("eagle.jpg"), probe.join("kite.jpg")).unwrap();
-    let err = serve_fails(&[
-        "--weights",
-        weights.to_str().unwrap(),
-        "--probe",
-        probe.to_str().unwrap(),
-        "--index",
-        index.to_str().unwrap(),
-    ]);
+    let err = serve_own();
     assert!(
         err.contains("missing or changed") && err.contains("kite.jpg"),
         "{err}"
     );
+    // an index whose entry points past its image list is refused at start, not in a handler
+    std::fs::copy(demo().join("kite.jpg"), probe.join("kite.jpg")).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    json["layers"][2]["hits"][5][0]["image"] = serde_json::json!(9999);
+    std::fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = serve_own();
+    assert!(
+        err.contains("does not fit the model") && err.contains("out of range"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// A cached picture cut short (a crash, a full disk) is noticed and computed again, never served.
+#[tokio::test]
+async fn a_truncated_cached_picture_is_rebuilt() {
+    let tmp = scratch_dir("probe-truncated");
+    let probe = three_photo_probe(&tmp);
+    let cache = tmp.join("cache");
+    let server = Server::start(
+        &fixture_weights(),
+        &[
+            "--probe",
+            probe.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let top: TopActivations = get_json(&client, &format!("{}/visualize/conv2/3", server.url)).await;
+    let url = format!("{}{}", server.url, top.entries[0].reconstruction_url);
+    let whole = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // cut every cached PNG in half
+    let mut cut = 0;
+    let mut dirs = vec![cache.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "png") {
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+                cut += 1;
+            }
+        }
+    }
+    assert!(cut >= 2, "pictures were cached ({cut})");
+    let again = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(again, whole, "the truncated file was served");
+    let top2: TopActivations =
+        get_json(&client, &format!("{}/visualize/conv2/3", server.url)).await;
+    let patch = client
+        .get(format!("{}{}", server.url, top2.entries[1].patch_url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(image::load_from_memory(&patch).is_ok());
+    drop(server);
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -1,32 +1,104 @@
-//! `zfvis train` and `zfvis eval`: progress bars around `zfnet::train`.
+//! `zfvis train`: a progress bar around `zfnet::train`.
 
 use anyhow::{bail, Context};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use zfnet::dataset::FolderDataset;
-use zfnet::train::{evaluate, Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
+use zfnet::train::{Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
 
-pub struct TrainArgs<'a> {
-    pub data: Option<&'a Path>,
-    pub out: Option<&'a Path>,
-    pub resume: Option<&'a Path>,
-    pub device: &'a str,
-    pub config: TrainConfig,
-    /// `--epochs` / `--lr-drops` given with `--resume`.
-    pub schedule_change: ScheduleChange,
-    pub max_steps: Option<usize>,
+/// Train ZFNet on a folder-per-class set (DATA/train/<class>/…, optional DATA/val/<class>/…).
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset root holding train/ (and val/ for per-epoch validation).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory: checkpoints, logs, snapshots, the final model.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["data", "out"])]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Epochs in all (with --resume: moves the end of the run).
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Images per forward/backward pass; gradients of a batch's passes are summed.
+    #[arg(long, default_value_t = 32)]
+    micro_batch: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Epochs at whose start the learning rate is divided by 10, e.g. 20,27 (with --resume:
+    /// only drops still ahead of the run may move).
+    #[arg(long, value_delimiter = ',')]
+    lr_drops: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// fc6/fc7 width (4096 in the paper).
+    #[arg(long, default_value_t = zfnet::init::DEFAULT_FC_WIDTH)]
+    fc_width: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Standard deviation of conv1's normal start (default: He, ≈ 0.117, which the clipping
+    /// radius freezes; 0.001 lets conv1 learn edges and colour blobs).
+    #[arg(long)]
+    conv1_std: Option<f32>,
+    /// Turn off feature-scale clipping (the paper's Fig. 6a: one conv1 feature dominates).
+    #[arg(long)]
+    no_clip: bool,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 120)]
+    checkpoint_secs: u64,
+    /// Stop (with a checkpoint) after this many optimizer steps in total.
+    #[arg(long)]
+    max_steps: Option<usize>,
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let device = zfnet::device::parse_device(args.device)?;
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let defaults = TrainConfig::default();
+        TrainConfig {
+            epochs: self.epochs.unwrap_or(defaults.epochs),
+            batch: self.batch,
+            micro_batch: self.micro_batch,
+            lr: self.lr,
+            lr_drops: self.lr_drops.clone().unwrap_or(defaults.lr_drops.clone()),
+            weight_decay: self.weight_decay,
+            fc_width: self.fc_width,
+            seed: self.seed,
+            conv1_std: self.conv1_std,
+            clip_rms: if self.no_clip {
+                None
+            } else {
+                defaults.clip_rms
+            },
+            checkpoint_secs: self.checkpoint_secs,
+            ..defaults
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    crate::alloc::keep_freed_memory();
+    let device = zfnet::device::parse_device(&args.device)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let mut trainer = match (args.resume, args.data, args.out) {
-        (Some(run), _, _) => Trainer::resume(run, &args.schedule_change, &device)
+    let change = ScheduleChange {
+        epochs: args.epochs,
+        lr_drops: args.lr_drops.clone(),
+    };
+    let resume = args.resume.as_deref();
+    let (data, out) = (args.data.as_deref(), args.out.as_deref());
+    let mut trainer = match (resume, data, out) {
+        (Some(run), _, _) => Trainer::resume(run, &change, &device)
             .with_context(|| format!("resuming {}", run.display()))?,
-        (None, Some(data), Some(out)) => Trainer::create(data, out, args.config, command, &device)
-            .with_context(|| format!("starting a run in {}", out.display()))?,
+        (None, Some(data), Some(out)) => {
+            Trainer::create(data, out, args.config(), command, &device)
+                .with_context(|| format!("starting a run in {}", out.display()))?
+        }
         _ => bail!("give --data DIR --out RUN_DIR for a new run, or --resume RUN_DIR"),
     };
     eprintln!(
@@ -119,88 +191,6 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         Outcome::Stopped { step } => println!(
             "stopped at step {step}; checkpoint saved. Continue with: zfvis train --resume <RUN_DIR>"
         ),
-    }
-    Ok(())
-}
-
-/// Top-1 / top-5 of a model over a folder-per-class set; `record` writes it into the manifest.
-pub fn eval(
-    weights: &Path,
-    data: &Path,
-    device: &str,
-    batch: usize,
-    record: bool,
-) -> anyhow::Result<()> {
-    if !(1..=256).contains(&batch) {
-        bail!("--batch must be between 1 and 256, not {batch}");
-    }
-    let device = zfnet::device::parse_device(device)?;
-    let mut model = zfnet::LoadedModel::load(weights, &device)
-        .with_context(|| format!("loading {}", weights.display()))?;
-    let set = FolderDataset::with_classes(data, &model.manifest.classes)?;
-    if !set.unmatched_folders.is_empty() {
-        eprintln!(
-            "skipping folders that match none of the model's classes: {}",
-            set.unmatched_folders.join(", ")
-        );
-    }
-    let bar = ProgressBar::new(set.len() as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "evaluating [{bar:30}] {pos}/{len} images  {per_sec}  ETA {eta}",
-    )?);
-    let result = evaluate(
-        &model.net,
-        &set,
-        &model.manifest.preprocess,
-        batch,
-        &mut |n| bar.inc(n as u64),
-    )?;
-    bar.finish_and_clear();
-    println!(
-        "{}: {} images, top-1 {:.2}%, top-5 {:.2}%",
-        data.display(),
-        result.images,
-        result.top1 * 100.0,
-        result.top5 * 100.0
-    );
-    let per_class = result.per_class(&model.manifest.classes);
-    let width = per_class
-        .iter()
-        .map(|c| c.label.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    println!(
-        "  {:<width$}  images  top-1   most often taken for",
-        "class"
-    );
-    for class in per_class.iter().filter(|c| c.images > 0) {
-        let mistaken = class
-            .mistaken_for
-            .as_ref()
-            .map_or(String::from("-"), |(label, n)| format!("{label} ({n})"));
-        println!(
-            "  {:<width$}  {:>6}  {:>5.1}%  {mistaken}",
-            class.label,
-            class.images,
-            class.top1 * 100.0
-        );
-    }
-    if record {
-        model.manifest.evaluation = Some(zfnet::manifest::Evaluation {
-            dataset: data.display().to_string(),
-            images: result.images,
-            top1: result.top1,
-            top5: result.top5,
-            per_class,
-        });
-        model
-            .manifest
-            .save(&zfnet::manifest::manifest_path(weights))?;
-        println!(
-            "recorded in {}",
-            zfnet::manifest::manifest_path(weights).display()
-        );
     }
     Ok(())
 }

@@ -1,0 +1,49 @@
+//! `zfvis export`: copy a model (weights + manifest), optionally as fp16.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Copy a model (weights + manifest) to another place, optionally as fp16 (half the size).
+#[derive(Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Store the tensors as fp16; loading converts back to f32.
+    #[arg(long)]
+    f16: bool,
+}
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let (weights, out) = (&args.weights, &args.out);
+    let model = zfnet::LoadedModel::load(weights, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let dtype = if args.f16 {
+        candle_core::DType::F16
+    } else {
+        candle_core::DType::F32
+    };
+    let tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = zfnet::fsutil::temp_path(out);
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    zfnet::fsutil::commit(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let mut manifest = model.manifest;
+    if args.f16 {
+        manifest
+            .provenance
+            .push_str(" Stored as fp16 by `zfvis export --f16`.");
+        // accuracy must be measured again on the fp16 weights
+        manifest.evaluation = None;
+    }
+    manifest.save(&zfnet::manifest::manifest_path(out))?;
+    println!("wrote {} ({:?})", out.display(), dtype);
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `zfvis serve`: load the model (and the probe set), bind, serve the API and the UI.
+
+use super::DEFAULT_WEIGHTS;
+use crate::state::{Access, AppState, ConnLimits, Limits};
+use crate::store::probes::{ProbeSet, ProbeState};
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serve the API and the UI.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (the chosen URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Weights (.safetensors) with the manifest beside them (.json).
+    #[arg(long, default_value = DEFAULT_WEIGHTS)]
+    weights: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The built UI (trunk's output); the API still runs without it.
+    #[arg(long, default_value = "dist")]
+    ui_dir: PathBuf,
+    /// Largest request body in MiB.
+    #[arg(long, default_value_t = 20)]
+    max_body_mib: usize,
+    /// Probe images for top-9 views (searched recursively); indexed at start-up unless a
+    /// matching index is cached. Without it, top-9 views answer 404 no_probe_index.
+    #[arg(long)]
+    probe: Option<PathBuf>,
+    /// A prebuilt index of --probe (from `zfvis index`); it must match the weights and images.
+    #[arg(long, requires = "probe")]
+    index: Option<PathBuf>,
+    /// Where probe indexes and top-9 pictures are cached.
+    #[arg(long, env = "ZFVIS_CACHE", default_value = ".zfvis-cache")]
+    cache_dir: PathBuf,
+    /// Open connections at most; more are answered 503 and closed.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (and to start the next one on a kept-alive
+    /// connection).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds an upload may stall before it is ended.
+    #[arg(long, default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Seconds a sweep that nobody watches or polls keeps computing before it stops.
+    #[arg(long, default_value_t = 10)]
+    sweep_grace_secs: u64,
+    /// Another web origin allowed to make state-changing requests (uploads, sweeps), e.g.
+    /// https://class.example; repeatable. The server's own origin always is.
+    #[arg(long)]
+    allowed_origin: Vec<String>,
+    /// A host name the server answers to besides localhost/127.0.0.1 (when bound to loopback) or
+    /// instead of any (otherwise); repeatable.
+    #[arg(long)]
+    allowed_host: Vec<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let device = zfnet::device::parse_device(&args.device)?;
+    let model = zfnet::LoadedModel::load(&args.weights, &device).with_context(|| {
+        format!(
+            "loading model {} (run `zfvis init-weights` for the untrained placeholder)",
+            args.weights.display()
+        )
+    })?;
+    if !model.manifest.trained {
+        tracing::warn!(
+            "model {} is UNTRAINED: {}",
+            model.manifest.name,
+            model.manifest.provenance
+        );
+    }
+    let limits = Limits {
+        max_body_bytes: args.max_body_mib.max(1) * 1024 * 1024,
+        sweep_grace: Duration::from_secs(args.sweep_grace_secs),
+        ..Default::default()
+    };
+    // An explicit --index must fit: checked before binding, so a wrong file stops the start.
+    let given_index = match (&args.probe, &args.index) {
+        (Some(dir), Some(path)) => Some(tokio::task::block_in_place(|| {
+            super::index::load_checked(&model, dir, path)
+        })?),
+        _ => None,
+    };
+    let mut state = AppState::new(model, limits);
+    state.conn = ConnLimits {
+        max_connections: args.max_connections.max(1),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+    };
+    state.access = Access::for_address(args.addr, &args.allowed_host, &args.allowed_origin);
+    let conn = state.conn;
+    let state = Arc::new(state);
+    let app = crate::http::app(state.clone(), Some(&args.ui_dir));
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("zfvis listening on http://{local}/");
+    if let Some(dir) = args.probe.clone() {
+        // bound first: the index loads or builds in the background, its progress in /api/health
+        state.probes.set(ProbeState::Building { done: 0, total: 0 });
+        let cache = args.cache_dir.clone();
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let model = state.model.clone();
+            let built = match given_index {
+                Some(index) => Ok(index),
+                None => super::index::probe_index(&model, &dir, &cache, &mut |done, total| {
+                    state.probes.set(ProbeState::Building { done, total });
+                }),
+            };
+            match built {
+                Ok(index) => {
+                    let set = ProbeSet::new(index, dir, &cache, &model);
+                    state.probes.set(ProbeState::Ready(Arc::new(set)));
+                    tracing::info!("probe index ready");
+                }
+                Err(e) => {
+                    tracing::error!("probe index: {e:#}");
+                    state.probes.set(ProbeState::Failed(format!("{e:#}")));
+                }
+            }
+        });
+    }
+    crate::http::conn::serve(listener, app, conn, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

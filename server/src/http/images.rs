@@ -1,0 +1,98 @@
+//! Uploaded images: upload (the traced forward is kept), read back, the network's input crop and
+//! a layer's per-map maxima (the map grid).
+
+use super::model::predictions;
+use super::{png_response, ApiRouter};
+use crate::error::AppError;
+use crate::http::extract::{ImageUpload, StoredParam, P};
+use crate::state::AppState;
+use crate::store::images::{content_id, StoredImage};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use std::sync::Arc;
+use utoipa_axum::routes;
+use zfvis_api::{paths, ApiError, ImageResponse, LayerActivations};
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(upload_image))
+        .routes(routes!(get_image))
+        .routes(routes!(input_png))
+        .routes(routes!(layer_activations))
+}
+
+/// Uploads an image, runs the traced forward pass and keeps the trace.
+#[utoipa::path(post, path = "/api/images", tag = "images",
+    request_body(content_type = "multipart/form-data", description = "file field `image` (JPEG, PNG, WebP)"),
+    responses((status = 200, body = ImageResponse), (status = 413, body = ApiError), (status = 422, body = ApiError)))]
+async fn upload_image(
+    State(state): State<Arc<AppState>>,
+    ImageUpload(bytes): ImageUpload,
+) -> Result<Json<ImageResponse>, AppError> {
+    Ok(Json(store_image(&state, bytes).await?))
+}
+
+/// Runs the traced forward pass on image bytes and keeps the trace under the content id.
+pub async fn store_image(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<ImageResponse, AppError> {
+    let id = content_id(&bytes);
+    if let Some(image) = state.images.get(&id) {
+        return Ok(image.response.clone());
+    }
+    let trained = state.info.trained;
+    let image = state
+        .run_blocking(move |model| {
+            let (input, tensor) = zfnet::views::prepare_input(model, &bytes)?;
+            let trace = model.net.forward_trace(&tensor)?;
+            let response = ImageResponse {
+                input_url: paths::input(&id),
+                predictions: predictions(model, &trace.logits)?,
+                id,
+                trained,
+                width: input.original.0,
+                height: input.original.1,
+            };
+            Ok(StoredImage {
+                trace,
+                crop: input.crop,
+                response,
+            })
+        })
+        .await?;
+    let response = image.response.clone();
+    state.images.insert(response.id.clone(), Arc::new(image));
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "image id from POST /api/images")),
+    responses((status = 200, body = ImageResponse), (status = 404, body = ApiError)))]
+async fn get_image(stored: StoredParam) -> Json<ImageResponse> {
+    Json(stored.image.response.clone())
+}
+
+/// The 224×224 crop the network sees.
+#[utoipa::path(get, path = "/api/images/{id}/input", tag = "images",
+    params(("id" = String, Path)),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = ApiError)))]
+async fn input_png(stored: StoredParam) -> Response {
+    png_response(zfnet::render::png(&stored.image.crop))
+}
+
+/// Every map's strongest activation in one layer.
+#[utoipa::path(get, path = "/api/images/{id}/layers/{layer}", tag = "images",
+    params(("id" = String, Path), ("layer" = String, Path, description = "conv1…conv5 or 1…5")),
+    responses((status = 200, body = LayerActivations), (status = 404, body = ApiError)))]
+async fn layer_activations(
+    segments: P<(String, String)>,
+    stored: StoredParam,
+) -> Result<Json<LayerActivations>, AppError> {
+    let layer = zfnet::views::parse_layer(&segments.0 .1)?;
+    let (max, map_shape) = zfnet::views::layer_maxima(&stored.image.trace, layer)?;
+    Ok(Json(LayerActivations {
+        layer: zfnet::model::CONV_NAMES[layer].into(),
+        image: stored.id,
+        max,
+        map_shape,
+    }))
+}

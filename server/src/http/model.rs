@@ -1,0 +1,116 @@
+//! The model itself: health, what the model is, its conv1 filters, and plain predictions.
+
+use super::ApiRouter;
+use crate::error::AppError;
+use crate::http::extract::ImageUpload;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+use utoipa_axum::routes;
+use zfvis_api::{ApiError, Health, ModelInfo, PredictResponse, Prediction};
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(model_info))
+        .routes(routes!(conv1_filters))
+        .routes(routes!(predict))
+}
+
+/// The conv1 filters as an RGB grid (12 per row, each 7×7 filter drawn 8× and contrast-stretched
+/// on its own, mid grey = 0): the paper's Fig. 6(c).
+#[utoipa::path(get, path = "/api/model/filters/conv1.png", tag = "model",
+    responses((status = 200, content_type = "image/png", description = "PNG")))]
+async fn conv1_filters(State(state): State<Arc<AppState>>) -> Result<Response, AppError> {
+    let grid = zfnet::views::conv1_filter_grid(&state.model)?;
+    // not immutable: the URL names no weights, and a restart may load others
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "image/png")],
+        zfnet::render::png(&grid),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/health", tag = "model", responses((status = 200, body = Health)))]
+async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+    use crate::store::probes::ProbeState;
+    use zfvis_api::{IndexPhase, IndexStatus};
+    let probe_index = state.probes.get().map(|p| match p {
+        ProbeState::Building { done, total } => IndexStatus {
+            state: IndexPhase::Building,
+            done,
+            total,
+            message: None,
+        },
+        ProbeState::Ready(p) => IndexStatus {
+            state: IndexPhase::Ready,
+            done: p.index.images.len(),
+            total: p.index.images.len(),
+            message: None,
+        },
+        ProbeState::Failed(why) => IndexStatus {
+            state: IndexPhase::Failed,
+            done: 0,
+            total: 0,
+            message: Some(why),
+        },
+    });
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        device: zfnet::device::describe(state.model.net.device()),
+        probe_index,
+    })
+}
+
+#[utoipa::path(get, path = "/api/model", tag = "model", responses((status = 200, body = ModelInfo)))]
+async fn model_info(State(state): State<Arc<AppState>>) -> Json<ModelInfo> {
+    Json(state.info.clone())
+}
+
+/// Top-5 predictions for an upload, without keeping it.
+#[utoipa::path(post, path = "/api/predict", tag = "model",
+    request_body(content_type = "multipart/form-data", description = "file field `image` (JPEG, PNG, WebP)"),
+    responses((status = 200, body = PredictResponse), (status = 413, body = ApiError), (status = 422, body = ApiError)))]
+async fn predict(
+    State(state): State<Arc<AppState>>,
+    ImageUpload(bytes): ImageUpload,
+) -> Result<Json<PredictResponse>, AppError> {
+    let trained = state.info.trained;
+    let response = state
+        .run_blocking(move |model| {
+            let (input, tensor) = zfnet::views::prepare_input(model, &bytes)?;
+            let (width, height) = input.original;
+            let logits = model.net.forward(&tensor)?;
+            Ok(PredictResponse {
+                predictions: predictions(model, &logits)?,
+                trained,
+                width,
+                height,
+            })
+        })
+        .await?;
+    Ok(Json(response))
+}
+
+/// The top-5 of the first row of `logits`, with class names.
+pub fn predictions(
+    model: &zfnet::LoadedModel,
+    logits: &candle_core::Tensor,
+) -> Result<Vec<Prediction>, AppError> {
+    let classes = &model.manifest.classes;
+    Ok(zfnet::views::top_classes(logits, 5)?
+        .into_iter()
+        .filter_map(|(index, probability)| {
+            let class = classes.get(index)?;
+            Some(Prediction {
+                index,
+                wnid: class.wnid.clone(),
+                label: class.label.clone(),
+                probability,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,146 @@
+//! The probe set: a map's top-9 (served by `/visualize/{layer}/{map}` without `image`), each
+//! entry's pictures, and opening a probe image as an upload.
+
+use super::extract::{MapParam, P};
+use super::images::store_image;
+use super::visualize::pixel_box;
+use super::{png_response, ApiRouter};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::probes::{Picture, ProbeSet};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use std::sync::Arc;
+use utoipa_axum::routes;
+use zfnet::receptive::receptive_field;
+use zfvis_api::{
+    paths, ApiError, ErrorCode, ImageResponse, TopActivation, TopActivations, UnitPosition,
+};
+
+pub fn router() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(probe_picture))
+        .routes(routes!(open_probe_image))
+}
+
+/// Makes sure every hit of the map has its patch and reconstruction on disk, computing the
+/// missing ones in one batch.
+async fn ensure_pictures(state: &Arc<AppState>, at: MapParam) -> Result<(), AppError> {
+    let missing = state.probes()?.missing_pictures(at.layer, at.map)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let state2 = state.clone();
+    state
+        .run_blocking(move |model| {
+            Ok(state2
+                .probes()?
+                .render_pictures(model, at.layer, at.map, &missing)?)
+        })
+        .await
+}
+
+/// The map's top-k over the probe set, with the pictures of every entry on disk.
+pub async fn top_activations(
+    state: &Arc<AppState>,
+    at: MapParam,
+) -> Result<TopActivations, AppError> {
+    let probes = state.probes()?;
+    let hits = probes.hits(at.layer, at.map)?;
+    ensure_pictures(state, at).await?;
+    let rf = receptive_field(state.model.net.arch, at.layer);
+    let name = at.layer_name();
+    let entries = hits
+        .iter()
+        .enumerate()
+        .map(|(rank, hit)| TopActivation {
+            rank,
+            value: hit.value,
+            image: probes.index.images[hit.image as usize].path.clone(),
+            label: probes.labels[hit.image as usize].clone(),
+            unit: UnitPosition {
+                x: hit.x as u32,
+                y: hit.y as u32,
+            },
+            receptive_field: pixel_box(rf.unit_box(hit.y as usize, hit.x as usize)),
+            patch_url: paths::probe_picture(name, at.map, rank, "patch.png"),
+            reconstruction_url: paths::probe_picture(name, at.map, rank, "reconstruction.png"),
+            open_url: paths::probe_image(hit.image as usize),
+        })
+        .collect();
+    Ok(TopActivations {
+        layer: name.into(),
+        map: at.map,
+        maps: probes.index.layers[at.layer].hits.len(),
+        probe_images: probes.index.images.len(),
+        probe_name: probes.name.clone(),
+        entries,
+    })
+}
+
+/// A top-k entry's patch or reconstruction (`patch.png` or `reconstruction.png`).
+#[utoipa::path(get, path = "/api/probe/{layer}/{map}/{rank}/{picture}", tag = "visualize",
+    params(("layer" = String, Path), ("map" = usize, Path), ("rank" = usize, Path),
+        ("picture" = String, Path, description = "patch.png or reconstruction.png")),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = ApiError)))]
+async fn probe_picture(
+    State(state): State<Arc<AppState>>,
+    at: MapParam,
+    segments: P<(String, String, usize, String)>,
+) -> Result<Response, AppError> {
+    let P((_, _, rank, picture)) = segments;
+    let kind = Picture::parse(&picture).ok_or_else(|| {
+        AppError::new(
+            ErrorCode::UnknownPicture,
+            format!("no picture '{picture}': use patch.png or reconstruction.png"),
+        )
+    })?;
+    let probes = state.probes()?;
+    let hit = *probes.hits(at.layer, at.map)?.get(rank).ok_or_else(|| {
+        AppError::new(
+            ErrorCode::RankOutOfRange,
+            format!(
+                "this map has {} entries; there is no rank {rank}",
+                probes.index.k
+            ),
+        )
+    })?;
+    let path = probes.picture_path(&hit, at.layer, at.map, kind);
+    let bytes = match ProbeSet::read_picture(&path) {
+        Some(bytes) => bytes,
+        None => {
+            // missing, or cut short by a crash: (re)compute the map's pictures
+            ensure_pictures(&state, at).await?;
+            ProbeSet::read_picture(&path).ok_or_else(|| {
+                AppError::internal(format!("{} is still not a whole PNG", path.display()))
+            })?
+        }
+    };
+    Ok(png_response(bytes))
+}
+
+/// Opens probe image `index` as if it had been uploaded.
+#[utoipa::path(post, path = "/api/probe/images/{index}", tag = "images",
+    params(("index" = usize, Path)),
+    responses((status = 200, body = ImageResponse), (status = 404, body = ApiError)))]
+async fn open_probe_image(
+    State(state): State<Arc<AppState>>,
+    P(index): P<usize>,
+) -> Result<Json<ImageResponse>, AppError> {
+    let probes = state.probes()?;
+    let image = probes.index.images.get(index).ok_or_else(|| {
+        AppError::new(
+            ErrorCode::ImageNotFound,
+            format!(
+                "the probe set has {} images; there is no {index}",
+                probes.index.images.len()
+            ),
+        )
+    })?;
+    let path = probes.root.join(&image.path);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| AppError::internal(format!("reading {}: {e}", path.display())))?;
+    Ok(Json(store_image(&state, bytes).await?))
+}

@@ -1,0 +1,16 @@
+//! zfvis: the server and command line around the ZFNet model of the `zfnet` crate.
+//!
+//! Layers, each importing only the ones below it:
+//! - [`cli`]: the commands (`serve`, `index`, `train`, `eval`, `export`, `init-weights`);
+//! - [`http`]: routers per feature, extractors, the OpenAPI document ([`http::app`]);
+//! - [`state`]: the shared [`state::AppState`]; [`error`]: errors as JSON;
+//! - [`store`]: uploaded images, the probe set, occlusion sweeps (no HTTP).
+
+pub mod alloc;
+pub mod cli;
+pub mod error;
+pub mod http;
+pub mod state;
+pub mod store;
+
+pub use http::app;

@@ -1,0 +1,6 @@
+//! What the server keeps between requests, free of HTTP: uploaded images and rendered PNGs
+//! ([`images`]), the probe set and its picture cache ([`probes`]), occlusion sweeps ([`sweeps`]).
+
+pub mod images;
+pub mod probes;
+pub mod sweeps;

@@ -1,0 +1,14 @@
+//! Every server test in one binary: real HTTP against a real `zfvis serve` process and the CLI as
+//! a user runs it ([`common`] starts them), plus in-process `oneshot` tests of the router
+//! ([`routing`]).
+
+mod common;
+mod default_model;
+mod hardening;
+mod http;
+mod index;
+mod occlusion;
+mod probe;
+mod routing;
+mod train_cli;
+mod visualize;

@@ -1,0 +1,69 @@
+//! A finished sweep as pictures: (a) and (b) through viridis from each grid's own minimum (dark)
+//! to its maximum (yellow), (c) one categorical colour per class, with a legend.
+
+use super::OcclusionResult;
+use image::RgbImage;
+
+/// The three maps of a sweep, one pixel per grid cell.
+pub struct SweepPictures {
+    pub activation: RgbImage,
+    pub probability: RgbImage,
+    pub classes: RgbImage,
+}
+
+/// Categorical colours for the class map (Tableau 10, then the same ten darker).
+pub fn class_color(class: usize) -> [u8; 3] {
+    let c = colorous::TABLEAU10[class % 10];
+    let shade = if (class / 10) % 2 == 1 { 0.6 } else { 1.0 };
+    [
+        (c.r as f32 * shade) as u8,
+        (c.g as f32 * shade) as u8,
+        (c.b as f32 * shade) as u8,
+    ]
+}
+
+/// The grid through viridis from its own minimum (dark) to its maximum (yellow).
+fn min_max_heatmap(values: &[f32], g: usize) -> RgbImage {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    crate::render::heatmap_range(values, g, g, lo, hi)
+}
+
+pub fn pictures(r: &OcclusionResult) -> SweepPictures {
+    let g = r.grid;
+    SweepPictures {
+        activation: min_max_heatmap(&r.activation, g),
+        probability: min_max_heatmap(&r.probability, g),
+        classes: RgbImage::from_fn(g as u32, g as u32, |x, y| {
+            image::Rgb(class_color(
+                r.top_class[y as usize * g + x as usize] as usize,
+            ))
+        }),
+    }
+}
+
+/// The classes present in a most-probable-class grid: `(class, cells, colour)`, by class.
+pub fn class_legend(top_class: &[u32]) -> Vec<(usize, usize, [u8; 3])> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &c in top_class {
+        *counts.entry(c as usize).or_insert(0usize) += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(class, cells)| (class, cells, class_color(class)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_counts_cells_per_class_in_class_order() {
+        let legend = class_legend(&[3, 1, 3, 3, 12]);
+        let classes: Vec<_> = legend.iter().map(|l| (l.0, l.1)).collect();
+        assert_eq!(classes, vec![(1, 1), (3, 3), (12, 1)]);
+        // class 12 is class 2's colour, darker
+        assert_ne!(legend[2].2, class_color(2));
+    }
+}

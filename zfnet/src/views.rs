@@ -1,0 +1,203 @@
+//! What the server shows, computed here so that its handlers only parse and answer: predictions,
+//! a layer's per-map maxima, the unit a view is about, activation heatmaps, projections, patches
+//! and the conv1 filter grid. Layers are 0-based conv indices; units are `(y, x)`.
+
+use crate::deconv::{project, strongest_units, Selection};
+use crate::model::{softmax, Trace, CONV_NAMES};
+use crate::preprocess::{prepare, Prepared};
+use crate::receptive::{receptive_field, PixelBox};
+use crate::{Error, LoadedModel, Result};
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+
+/// `conv1`…`conv5` or `1`…`5` → 0-based index.
+pub fn parse_layer(name: &str) -> Result<usize> {
+    CONV_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .or_else(|| {
+            name.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=CONV_NAMES.len()).contains(n))
+                .map(|n| n - 1)
+        })
+        .ok_or_else(|| Error::UnknownLayer(name.to_string()))
+}
+
+/// An upload made ready for the network, and its tensor on the model's device.
+pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<(Prepared, Tensor)> {
+    let prepared = prepare(bytes, &model.manifest.preprocess)?;
+    let tensor = prepared.to_tensor(model.net.device())?;
+    Ok((prepared, tensor))
+}
+
+/// The `k` most probable classes of the first row of `logits`: `(class, probability)`, most
+/// probable first (ties: lower class first).
+pub fn top_classes(logits: &Tensor, k: usize) -> Result<Vec<(usize, f32)>> {
+    let probs = softmax(logits)?
+        .get(0)?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    Ok(order.into_iter().take(k).map(|c| (c, probs[c])).collect())
+}
+
+/// Maps and `(height, width)` of conv layer `layer` in `trace`, after checking `map` exists.
+pub fn check_map(trace: &Trace, layer: usize, map: usize) -> Result<(usize, usize, usize)> {
+    let (_, c, h, w) = trace.convs[layer].activation.dims4()?;
+    if map >= c {
+        return Err(Error::MapOutOfRange {
+            layer: CONV_NAMES[layer],
+            maps: c,
+            map,
+        });
+    }
+    Ok((c, h, w))
+}
+
+/// Every map's strongest activation in a layer, and the maps' `[height, width]`.
+pub fn layer_maxima(trace: &Trace, layer: usize) -> Result<(Vec<f32>, [usize; 2])> {
+    let act = &trace.convs[layer].activation;
+    let (_, _, h, w) = act.dims4()?;
+    let max = act
+        .max_keepdim(3)?
+        .max_keepdim(2)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok((max, [h, w]))
+}
+
+/// The unit a view is about: the given `(y, x)` or the map's strongest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitChoice {
+    /// The map's strongest activation and its `(y, x)`.
+    pub max: f32,
+    pub strongest: (usize, usize),
+    /// The chosen unit `(y, x)` and its value.
+    pub unit: (usize, usize),
+    pub value: f32,
+}
+
+/// Chooses `unit` (`(y, x)`, checked against the map's size) or the strongest unit of the map.
+pub fn choose_unit(
+    trace: &Trace,
+    layer: usize,
+    map: usize,
+    unit: Option<(usize, usize)>,
+) -> Result<UnitChoice> {
+    let (_, h, w) = check_map(trace, layer, map)?;
+    let act = &trace.convs[layer].activation;
+    let (sy, sx, max) = strongest_units(act, map)?[0];
+    let unit = match unit {
+        None => (sy, sx),
+        Some((y, x)) if y < h && x < w => (y, x),
+        Some(_) => {
+            return Err(Error::PositionOutOfRange {
+                layer: CONV_NAMES[layer],
+                height: h,
+                width: w,
+            })
+        }
+    };
+    let value = act
+        .get(0)?
+        .get(map)?
+        .get(unit.0)?
+        .get(unit.1)?
+        .to_device(&Device::Cpu)?
+        .to_scalar::<f32>()?;
+    Ok(UnitChoice {
+        max,
+        strongest: (sy, sx),
+        unit,
+        value,
+    })
+}
+
+/// Input pixels under a unit's receptive field.
+pub fn unit_box(model: &LoadedModel, layer: usize, unit: (usize, usize)) -> PixelBox {
+    receptive_field(model.net.arch, layer).unit_box(unit.0, unit.1)
+}
+
+/// The activation map as a viridis heatmap, one pixel per unit.
+pub fn activation_image(trace: &Trace, layer: usize, map: usize) -> Result<RgbImage> {
+    let (_, h, w) = check_map(trace, layer, map)?;
+    let plane = trace.convs[layer]
+        .activation
+        .get(0)?
+        .get(map)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok(crate::render::heatmap_image(&plane, h, w, None))
+}
+
+/// The deconvnet projection of one unit (`Some`) or the whole map (`None`), cropped to the unit's
+/// receptive field when `crop` is set (the unit is then required).
+pub fn projection_image(
+    model: &LoadedModel,
+    trace: &Trace,
+    layer: usize,
+    map: usize,
+    unit: Option<(usize, usize)>,
+    crop: Option<(usize, usize)>,
+) -> Result<RgbImage> {
+    let selection = match unit {
+        Some(u) => Selection::Units(vec![u]),
+        None => Selection::WholeMap,
+    };
+    let projection = project(&model.net, trace, layer, map, &selection)?;
+    let side = projection.dim(3)?;
+    let data = projection
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    let region = match crop {
+        Some(u) => unit_box(model, layer, u),
+        None => crate::render::whole(side),
+    };
+    Ok(crate::render::projection_image(&data, side, region))
+}
+
+/// The conv1 filters as an RGB grid (12 per row, each 7×7 filter drawn 8× and contrast-stretched
+/// on its own, mid grey = 0): the paper's Fig. 6(c).
+pub fn conv1_filter_grid(model: &LoadedModel) -> Result<RgbImage> {
+    let w = &model.net.convs[0].weight;
+    let (n, c, k, _) = w.dims4()?;
+    if c != 3 {
+        return Err(Error::Shape(format!(
+            "conv1 takes {c} input channels, not RGB"
+        )));
+    }
+    let data = w.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    Ok(crate::render::filter_grid(&data, n, k, 12, 8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_parse_by_name_or_number() {
+        assert_eq!(parse_layer("conv1").ok(), Some(0));
+        assert_eq!(parse_layer("5").ok(), Some(4));
+        for bad in ["0", "6", "conv6", "fc6", "", "-1"] {
+            assert!(
+                matches!(parse_layer(bad), Err(Error::UnknownLayer(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn top_classes_sort_by_probability() -> anyhow::Result<()> {
+        let logits = Tensor::new(&[[0.0f32, 2.0, 1.0, 2.0]], &Device::Cpu)?;
+        let top = top_classes(&logits, 3)?;
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        let sum: f32 = top_classes(&logits, 4)?.iter().map(|t| t.1).sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+}
