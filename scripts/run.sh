@@ -17,6 +17,7 @@ if [ ! -d "$PROBE" ]; then
   echo "       using the 12 demo photos in web/assets/demo instead"
   PROBE="$ROOT/web/assets/demo"
 fi
-echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ once it says 'listening' (Ctrl+C stops)"
+echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ once it says 'listening'; the probe index builds"
+echo "       in the background the first time (progress in the UI and /api/health). Ctrl+C stops."
 exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" \
   --probe "$PROBE" "$@"
