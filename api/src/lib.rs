@@ -5,9 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
+mod analyses;
 mod error;
 pub mod paths;
 
+pub use analyses::{
+    CorrespondencePart, CorrespondenceRequest, CorrespondenceResponse, CorrespondenceRow,
+    DeltaStat, InvarianceCurve, InvarianceImage, InvarianceRequest, InvarianceResponse, Transform,
+};
 pub use error::{ApiError, ErrorCode};
 
 /// `GET /api/health`.
@@ -209,6 +214,71 @@ impl ProjectionMode {
     }
 }
 
+/// How a unit is taken back to pixels: the paper's deconvnet, or one of the two attribution methods
+/// that followed it. They differ only in how the backward pass treats each ReLU.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Zeiler & Fergus 2013: the signal is rectified at each ReLU, LRN skipped.
+    #[default]
+    Deconvnet,
+    /// Simonyan et al. 2013: the exact gradient (each ReLU passes what was on going forward).
+    Gradient,
+    /// Springenberg et al. 2014: guided backpropagation (both rules at once).
+    Guided,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::Deconvnet, Method::Gradient, Method::Guided];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Deconvnet => "deconvnet",
+            Method::Gradient => "gradient",
+            Method::Guided => "guided",
+        }
+    }
+
+    /// A title for a picture.
+    pub fn title(self) -> &'static str {
+        match self {
+            Method::Deconvnet => "Deconvnet (Zeiler & Fergus 2013)",
+            Method::Gradient => "Gradient saliency (Simonyan et al. 2013)",
+            Method::Guided => "Guided backprop (Springenberg et al. 2014)",
+        }
+    }
+
+    /// One sentence on how it differs from the other two.
+    pub fn about(self) -> &'static str {
+        match self {
+            Method::Deconvnet => {
+                "At each ReLU it keeps only the positive part of the signal coming down, whatever \
+                 the image did going up: it shows the pattern the unit responds to."
+            }
+            Method::Gradient => {
+                "At each ReLU it lets the signal through only where the unit was on going up: the \
+                 exact derivative of the unit by each pixel, noisy and of both signs."
+            }
+            Method::Guided => {
+                "At each ReLU it applies both rules, positive signal and only through units that \
+                 were on: the sharpest of the three, but it says less about the unit itself."
+            }
+        }
+    }
+}
+
+/// One backward method's picture of the chosen unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MethodPicture {
+    pub method: Method,
+    pub title: String,
+    /// One sentence on how this method differs from the others.
+    pub about: String,
+    pub url: String,
+}
+
 /// `GET /visualize/{layer}/{map}?image=ID`: one feature map of one image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -234,6 +304,9 @@ pub struct VisualizeResponse {
     pub activation_url: String,
     pub projection_url: String,
     pub patch_url: String,
+    /// The unit taken back to pixels by each method (deconvnet, gradient, guided), cropped to its
+    /// receptive field, for a side-by-side comparison.
+    pub methods: Vec<MethodPicture>,
 }
 
 /// `GET /api/images/{id}/layers/{layer}`: every map's strongest activation, for the map grid.

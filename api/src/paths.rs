@@ -4,7 +4,7 @@
 //!
 //! Layers are written as given (`conv1` or `1`); ids and keys are hex, so nothing needs escaping.
 
-use crate::ProjectionMode;
+use crate::{Method, ProjectionMode};
 
 /// The route templates, in axum/OpenAPI syntax.
 pub mod templates {
@@ -26,6 +26,8 @@ pub mod templates {
     pub const SWEEP: &str = "/api/images/{id}/occlusion/{key}";
     pub const SWEEP_EVENTS: &str = "/api/images/{id}/occlusion/{key}/events";
     pub const SWEEP_PICTURE: &str = "/api/images/{id}/occlusion/{key}/{picture}";
+    pub const INVARIANCE: &str = "/api/images/{id}/invariance";
+    pub const CORRESPONDENCE: &str = "/api/correspondence";
     pub const OPENAPI: &str = "/api/openapi.json";
 }
 
@@ -58,8 +60,24 @@ pub fn projection(
     mode: ProjectionMode,
     unit: Option<(u32, u32)>,
 ) -> String {
+    projection_by(id, layer, map, mode, unit, Method::Deconvnet)
+}
+
+/// [`projection`] by `method` (the deconvnet adds nothing to the URL).
+pub fn projection_by(
+    id: &str,
+    layer: &str,
+    map: usize,
+    mode: ProjectionMode,
+    unit: Option<(u32, u32)>,
+    method: Method,
+) -> String {
+    let by = match method {
+        Method::Deconvnet => String::new(),
+        m => format!("&method={}", m.as_str()),
+    };
     format!(
-        "/api/images/{id}/projection/{layer}/{map}?mode={}{}",
+        "/api/images/{id}/projection/{layer}/{map}?mode={}{}{by}",
         mode.as_str(),
         unit_query(unit)
     )
@@ -106,6 +124,20 @@ pub fn occlusion(id: &str, wait: bool) -> String {
     } else {
         format!("/api/images/{id}/occlusion")
     }
+}
+
+/// The Fig. 5 curves of an image (POST); `csv` answers `text/csv` instead of JSON.
+pub fn invariance(id: &str, csv: bool) -> String {
+    if csv {
+        format!("/api/images/{id}/invariance?format=csv")
+    } else {
+        format!("/api/images/{id}/invariance")
+    }
+}
+
+/// Table 1 for a set of images and parts (POST).
+pub fn correspondence() -> String {
+    templates::CORRESPONDENCE.to_string()
 }
 
 pub fn sweep(id: &str, key: &str) -> String {

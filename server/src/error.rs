@@ -71,6 +71,7 @@ impl From<zfnet::Error> for AppError {
                 AppError::new(ErrorCode::PositionOutOfRange, e.to_string())
             }
             E::Cancelled => AppError::new(ErrorCode::Cancelled, "the work was cancelled"),
+            E::Config(_) => AppError::new(ErrorCode::BadParameters, e.to_string()),
             other => AppError::internal(other),
         }
     }

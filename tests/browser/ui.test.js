@@ -161,6 +161,12 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   const box = await page.locator('#rf-box').boundingBox();
   assert.ok(box.width > 10 && box.height > 10, 'receptive field box drawn');
   assert.equal(await page.evaluate(() => location.hash), `#/${id}/conv2/${strongest}/unit`);
+  // the same unit by the three backward methods, side by side, each with its sentence
+  for (const m of ['deconvnet', 'gradient', 'guided']) await imageLoaded(page, `#method-${m}`);
+  const view = await (await fetch(`${url}visualize/conv2/${strongest}?image=${id}`)).json();
+  assert.deepEqual(await page.locator('#methods img').evaluateAll(els => els.map(e => e.getAttribute('src'))),
+    view.methods.map(m => m.url));
+  assert.match(await page.locator('#methods').textContent(), /only where the unit was on going up/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'map-view-unit.png'), fullPage: true });
 
   await page.locator('#mode-map').click();
@@ -246,6 +252,31 @@ test('an occlusion sweep shows live progress, then its three maps with a class l
   await page.close();
 });
 
+test('invariance (Fig. 5): live progress, then 3×3 charts with a curve per image, a legend and CSV', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'horses.jpg'));
+  await page.locator('#invariance-run').waitFor({ timeout: 30000 });
+  await page.locator('#invariance input[data-other="kite.jpg"]').check();
+  await page.selectOption('#invariance-steps', '9');
+  await page.locator('#invariance-run').click();
+  await page.locator('#invariance-progress').waitFor({ timeout: 10000 });
+  await page.locator('#invariance-charts .chart-row').nth(2).waitFor({ timeout: 120000 });
+  assert.equal(await page.locator('#invariance-charts svg').count(), 9);
+  // two images: two curves in every chart, of 9 points each
+  const points = await page.locator('#invariance-charts polyline').evaluateAll(
+    els => els.map(e => e.getAttribute('points').trim().split(' ').length));
+  assert.deepEqual(points, Array(18).fill(9));
+  assert.equal(await page.locator('#invariance-legend li').count(), 2);
+  const rows = await page.locator('#invariance-charts .chart-row').evaluateAll(els => els.map(e => e.dataset.transform));
+  assert.deepEqual(rows, ['translate', 'scale', 'rotate']);
+  assert.match(await page.locator('#invariance-charts').textContent(), /rotation \(degrees\)/);
+  const csv = decodeURIComponent((await page.locator('#invariance-csv').getAttribute('href')).split(',').slice(1).join(','));
+  assert.equal(csv.trim().split('\n').length, 1 + 2 * 3 * 9);
+  await page.locator('#invariance').screenshot({ path: path.join(ARTIFACTS, 'invariance.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the classroom tour steps through the paper with the keyboard, on a 1080p projector', async () => {
   const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
   const errors = [];
@@ -277,6 +308,24 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
       await page.locator('#tour-occlusion img.overlay').nth(2).waitFor({ timeout: 60000 });
       await page.waitForFunction(() => [...document.querySelectorAll('#tour-occlusion img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 60000 });
     }],
+    ['9 · Three ways back', async () => {
+      await page.locator('#tour-methods img').nth(3).waitFor({ timeout: 60000 });
+      await page.waitForFunction(() => [...document.querySelectorAll('#tour-methods img')].every(i => i.complete && i.naturalWidth > 0), null, { timeout: 60000 });
+    }],
+    ['10 · Invariance', async () => {
+      await page.locator('#tour-invariance svg').nth(2).waitFor({ timeout: 60000 });
+      // the caption's numbers are the curves' own (the tour's photo is dog.jpg; ids are SHA-256)
+      const id = require('node:crypto').createHash('sha256')
+        .update(fs.readFileSync(path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'))).digest('hex');
+      const r = await (await fetch(`${url}api/images/${id}/invariance`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"steps": 15}' })).json();
+      const pct = v => Math.round(v * 100);
+      const [shift, , turn] = r.images[0].curves;
+      const caption = await page.locator('#tour-invariance-caption').textContent();
+      assert.equal(caption, `P(${r.images[0].class_label}) is ${pct(r.images[0].base_probability)}% on the photo; ` +
+        `shifted up to 60 px it stays between ${pct(Math.min(...shift.probability))}% and ${pct(Math.max(...shift.probability))}%; ` +
+        `turned, it falls as low as ${pct(Math.min(...turn.probability))}%.`);
+    }],
   ];
   for (let i = 0; i < expectations.length; i++) {
     const [title, check] = expectations[i];
@@ -289,9 +338,9 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
     await page.keyboard.press(i % 2 === 0 ? 'ArrowRight' : 'Space');
   }
   // at the end, the arrow stays on the last step; left goes back; Esc leaves
-  assert.equal(await page.evaluate(() => location.hash), '#/tour/8');
+  assert.equal(await page.evaluate(() => location.hash), '#/tour/10');
   await page.keyboard.press('ArrowLeft');
-  await page.waitForFunction(() => location.hash === '#/tour/7');
+  await page.waitForFunction(() => location.hash === '#/tour/9');
   // the title font is large enough for the back of a room
   const size = await page.evaluate(() => parseFloat(getComputedStyle(document.querySelector('#tour-title')).fontSize));
   assert.ok(size >= 48, `title ${size}px`);

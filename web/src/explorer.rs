@@ -226,6 +226,18 @@ fn MapView(
                                         <a class="download" href=v.patch_url.clone() download=format!("{}-{}-patch.png", v.layer, v.map)>"PNG"</a></figcaption>
                                 </figure>
                             </div>
+                            <section class="methods" id="methods">
+                                <h3>"Three ways back to pixels"</h3>
+                                <p class="meta">"The same unit taken back to the input by three methods that differ only in what the backward pass does at each ReLU (grey = 0, cropped to the receptive field)."</p>
+                                <div class="figures">
+                                    {v.methods.iter().map(|m| view! {
+                                        <figure class="method">
+                                            <img class="big" src=m.url.clone() alt=m.title.clone() id=format!("method-{}", m.method.as_str()) />
+                                            <figcaption><strong>{m.title.clone()}</strong><br />{m.about.clone()}</figcaption>
+                                        </figure>
+                                    }).collect_view()}
+                                </div>
+                            </section>
                         }.into_any()
                     }
                 })}

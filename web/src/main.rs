@@ -1,6 +1,8 @@
 //! The zfvis UI: Leptos client-side rendering, compiled to wasm32 by trunk.
 
+mod analyses;
 mod api;
+mod chart;
 mod explorer;
 mod occlusion;
 mod tour;
@@ -158,6 +160,7 @@ fn App() -> impl IntoView {
             </section>
         </Show>
         {move || image.get().map(|img| view! { <occlusion::OcclusionPanel image=img /> })}
+        {move || image.get().map(|img| view! { <analyses::InvariancePanel image=img /> })}
     }
 }
 

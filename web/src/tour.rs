@@ -4,11 +4,11 @@
 use crate::api;
 use leptos::prelude::*;
 use zfvis_api::{
-    ImageResponse, LayerActivations, OcclusionRequest, OcclusionResponse, OcclusionStatus,
-    TopActivations, VisualizeResponse,
+    ImageResponse, InvarianceRequest, InvarianceResponse, LayerActivations, OcclusionRequest,
+    OcclusionResponse, OcclusionStatus, TopActivations, VisualizeResponse,
 };
 
-pub const STEPS: usize = 8;
+pub const STEPS: usize = 10;
 const DEMO: &str = "dog.jpg";
 
 /// `#/tour/N` → step N (1-based).
@@ -42,6 +42,8 @@ const TEXT: [Step; STEPS] = [
     Step { title: "6 · Layer 5", text: "Layer-5 units see 139-pixel squares, most of the 224-pixel input; compare what their nine best patches have in common." },
     Step { title: "7 · The deconvnet", text: "To see what one activation saw, the deconvnet runs the network backwards: unpool with the recorded switches, rectify, filter with the transposed weights." },
     Step { title: "8 · Occlusion", text: "Hide one part of the photo with a grey square at a time: where the class probability drops, the network was looking there (paper Fig. 7)." },
+    Step { title: "9 · Three ways back", text: "The deconvnet is one of three ways to take a unit back to pixels; the gradient and guided backpropagation differ from it only in what they do at each ReLU on the way down." },
+    Step { title: "10 · Invariance", text: "Shift, zoom and turn the photo and measure how far the features move: layer 1 jumps at the smallest shift, layer 7 grows gradually, as the paper found (Fig. 5); the probability shows what the answer survives." },
 ];
 
 #[component]
@@ -250,6 +252,67 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
             }
             .into_any()
         }
+        9 => {
+            let view_res = LocalResource::new(move || {
+                let id = id.clone();
+                async move {
+                    let m = strongest(&id, "conv4").await?;
+                    api::get_json::<VisualizeResponse>(&zfvis_api::paths::visualize(
+                        "conv4",
+                        m,
+                        Some((&id, zfvis_api::ProjectionMode::Unit, None)),
+                    ))
+                    .await
+                }
+            });
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"three backward passes…"</div> }>
+                    {move || view_res.get().map(|r| match r {
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Ok(v) => view! {
+                            <p class="tour-caption">{format!("conv4 map {}'s strongest unit, cropped to what it sees:", v.map)}</p>
+                            <div class="tour-row" id="tour-methods">
+                                <figure><img class="tour-input" src=v.patch_url.clone() alt="input patch" /><figcaption>"the patch it sees"</figcaption></figure>
+                                {v.methods.into_iter().map(|m| view! {
+                                    <figure><img class="tour-input pixelated" src=m.url alt=m.title.clone() /><figcaption>{m.title}</figcaption></figure>
+                                }).collect_view()}
+                            </div>
+                        }.into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
+        10 => {
+            let curves = LocalResource::new(move || {
+                let id = id.clone();
+                async move {
+                    let request = InvarianceRequest {
+                        steps: Some(15),
+                        ..Default::default()
+                    };
+                    let r: api::ApiResult<InvarianceResponse> =
+                        match api::post_json::<InvarianceResponse, InvarianceResponse>(
+                            &zfvis_api::paths::invariance(&id, false),
+                            &request,
+                        )
+                        .await?
+                        {
+                            api::Started::Done(r) | api::Started::Accepted(r) => Ok(r),
+                        };
+                    r
+                }
+            });
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"shifting, zooming and turning the photo (45 forward passes)…"</div> }>
+                    {move || curves.get().map(|r| match r {
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Ok(r) => invariance_view(r).into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
         _ => {
             let sweep = LocalResource::new(move || {
                 let id = id.clone();
@@ -296,4 +359,44 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
             .into_any()
         }
     }
+}
+
+/// Three of Fig. 5's plots for the tour (translation at layers 1 and 7, rotation's probability)
+/// and a caption measured from the curves.
+fn invariance_view(r: InvarianceResponse) -> impl IntoView {
+    use crate::chart::LineChart;
+    let Some(img) = r.images.into_iter().next() else {
+        return view! { <p class="error">"no curves"</p> }.into_any();
+    };
+    let (Some(shift), Some(turn)) = (img.curves.first(), img.curves.get(2)) else {
+        return view! { <p class="error">"no curves"</p> }.into_any();
+    };
+    let range = |v: &[f32]| {
+        v.iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            })
+    };
+    let (s_lo, s_hi) = range(&shift.probability);
+    let (t_lo, _) = range(&turn.probability);
+    let caption = format!(
+        "P({}) is {:.0}% on the photo; shifted up to 60 px it stays between {:.0}% and {:.0}%; turned, it falls as low as {:.0}%.",
+        img.class_label,
+        img.base_probability * 100.0,
+        s_lo * 100.0,
+        s_hi * 100.0,
+        t_lo * 100.0
+    );
+    view! {
+        <p class="tour-caption" id="tour-invariance-caption">{caption}</p>
+        <div class="tour-row tour-charts" id="tour-invariance">
+            <LineChart title="layer 1 distance".into() x_label="vertical shift (pixels)".into() y_label="Euclidean distance".into()
+                xs=shift.amounts.clone() series=vec![shift.layer1.clone()] y_max=None />
+            <LineChart title="layer 7 distance".into() x_label="vertical shift (pixels)".into() y_label="Euclidean distance".into()
+                xs=shift.amounts.clone() series=vec![shift.layer7.clone()] y_max=None />
+            <LineChart title="class probability".into() x_label="rotation (degrees)".into() y_label="P(class)".into()
+                xs=turn.amounts.clone() series=vec![turn.probability.clone()] y_max=Some(1.0) />
+        </div>
+    }
+    .into_any()
 }

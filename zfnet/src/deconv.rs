@@ -17,8 +17,24 @@
 //!
 //! Equivalently: the deconvnet is backpropagation from the selected activations with a ReLU applied
 //! to the backward signal instead of the forward mask; the tests check that formulation.
+//!
+//! ## Three backward rules ([`Rule`])
+//!
+//! The same walk down the network gives the two later attribution methods; they differ only in
+//! what happens at each ReLU (with `s` the signal coming down and `a` the layer's forward output):
+//!
+//! | rule | at a ReLU | LRN | what it shows |
+//! |---|---|---|---|
+//! | [`Rule::Deconvnet`] (Zeiler & Fergus 2013) | `max(s, 0)` | skipped | the pattern that excites the unit, independent of where this image was negative |
+//! | [`Rule::Gradient`] (Simonyan et al. 2013, saliency) | `s · [a > 0]` | its gradient | the exact ∂unit/∂pixel: how a tiny change of each pixel moves the unit |
+//! | [`Rule::Guided`] (Springenberg et al. 2014) | `max(s, 0) · [a > 0]` | its gradient | only positive influence through units that were on: sharper than either |
+//!
+//! Pooling is routed by the recorded switches under every rule (the exact gradient of max
+//! pooling), and every rule starts from the chosen activations' values, so the three pictures
+//! of a unit are scaled alike (each picture is contrast-normalised when rendered anyway).
 
 use crate::model::{Trace, ZfNet};
+use crate::ops::lrn::lrn_backward;
 use crate::ops::maxpool::max_unpool;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -57,14 +73,53 @@ pub fn strongest_units(activation: &Tensor, map: usize) -> Result<Vec<(usize, us
         .collect())
 }
 
+/// How the backward walk treats each ReLU (and LRN); see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rule {
+    /// The paper's deconvnet: rectify the signal, skip LRN.
+    #[default]
+    Deconvnet,
+    /// Plain gradient (saliency): mask by the forward ReLU, through LRN's gradient.
+    Gradient,
+    /// Guided backpropagation: both the forward mask and the rectification.
+    Guided,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 3] = [Rule::Deconvnet, Rule::Gradient, Rule::Guided];
+
+    /// The signal below the ReLU whose forward output was `activation`.
+    fn through_relu(self, signal: &Tensor, activation: &Tensor) -> Result<Tensor> {
+        let on = || -> Result<Tensor> { Ok(activation.gt(0f32)?.to_dtype(signal.dtype())?) };
+        Ok(match self {
+            Rule::Deconvnet => signal.relu()?,
+            Rule::Gradient => (signal * on()?)?,
+            Rule::Guided => (signal.relu()? * on()?)?,
+        })
+    }
+}
+
 /// Projects map `map` of conv layer `layer` (0-based) of every image in `trace` to pixel space:
-/// `[n, 3, 224, 224]`.
+/// `[n, 3, 224, 224]`, by the deconvnet.
 pub fn project(
     net: &ZfNet,
     trace: &Trace,
     layer: usize,
     map: usize,
     selection: &Selection,
+) -> Result<Tensor> {
+    backproject(net, trace, layer, map, selection, Rule::Deconvnet)
+}
+
+/// Like [`project`] with the backward `rule` of choice: the deconvnet, the gradient or guided
+/// backpropagation of the selected activations with respect to the input pixels.
+pub fn backproject(
+    net: &ZfNet,
+    trace: &Trace,
+    layer: usize,
+    map: usize,
+    selection: &Selection,
+    rule: Rule,
 ) -> Result<Tensor> {
     if layer >= net.convs.len() {
         return Err(Error::Shape(format!(
@@ -122,15 +177,19 @@ pub fn project(
             trace.convs[i - 1].output().dim(3)?
         };
         signal = conv_transpose(
-            &signal.relu()?,
+            &rule.through_relu(&signal, &trace.convs[i].activation)?,
             &conv.weight,
             conv.spec.stride,
             conv.spec.padding,
             input_side,
         )?;
         if i > 0 {
-            if let Some(pooled) = &trace.convs[i - 1].pooled {
+            let below = &trace.convs[i - 1];
+            if let Some(pooled) = &below.pooled {
                 signal = max_unpool(&signal, &pooled.switches, pooled.input_hw)?;
+            }
+            if let (Some(_), Rule::Gradient | Rule::Guided) = (&below.normalized, rule) {
+                signal = lrn_backward(&below.activation, &signal, net.lrn)?;
             }
         }
     }

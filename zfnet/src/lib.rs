@@ -16,6 +16,7 @@
 //! No web code lives here; the server and CLI build on this crate.
 
 pub mod arch;
+pub mod correspondence;
 pub mod dataset;
 pub mod deconv;
 pub mod device;
@@ -23,6 +24,7 @@ mod error;
 pub mod filter_stats;
 pub mod fsutil;
 pub mod init;
+pub mod invariance;
 pub mod manifest;
 pub mod model;
 pub mod occlusion;

@@ -2,7 +2,7 @@
 //! a layer's per-map maxima, the unit a view is about, activation heatmaps, projections, patches
 //! and the conv1 filter grid. Layers are 0-based conv indices; units are `(y, x)`.
 
-use crate::deconv::{project, strongest_units, Selection};
+use crate::deconv::{backproject, strongest_units, Rule, Selection};
 use crate::model::{softmax, Trace, CONV_NAMES};
 use crate::preprocess::{prepare, Prepared};
 use crate::receptive::{receptive_field, PixelBox};
@@ -134,8 +134,8 @@ pub fn activation_image(trace: &Trace, layer: usize, map: usize) -> Result<RgbIm
     Ok(crate::render::heatmap_image(&plane, h, w, None))
 }
 
-/// The deconvnet projection of one unit (`Some`) or the whole map (`None`), cropped to the unit's
-/// receptive field when `crop` is set (the unit is then required).
+/// One unit (`Some`) or the whole map (`None`) taken back to pixels by `rule` (the deconvnet, the
+/// gradient or guided backprop), cropped to the unit's receptive field when `crop` is set.
 pub fn projection_image(
     model: &LoadedModel,
     trace: &Trace,
@@ -143,12 +143,13 @@ pub fn projection_image(
     map: usize,
     unit: Option<(usize, usize)>,
     crop: Option<(usize, usize)>,
+    rule: Rule,
 ) -> Result<RgbImage> {
     let selection = match unit {
         Some(u) => Selection::Units(vec![u]),
         None => Selection::WholeMap,
     };
-    let projection = project(&model.net, trace, layer, map, &selection)?;
+    let projection = backproject(&model.net, trace, layer, map, &selection, rule)?;
     let side = projection.dim(3)?;
     let data = projection
         .flatten_all()?

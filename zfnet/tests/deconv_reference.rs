@@ -1,10 +1,12 @@
 //! The deconvnet against an independent reference computed differently: backpropagation written
 //! as plain loops (the gradient of conv2d with respect to its input, the gradient of max pooling
 //! routed by a fresh argmax search), with a ReLU applied to the backward signal at each layer.
+//! The gradient and guided-backprop rules against the same loops (with LRN's gradient written
+//! straight from its formula), and the gradient also against candle's autograd.
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
-use zfnet::deconv::{project, strongest_units, Selection};
+use zfnet::deconv::{backproject, project, strongest_units, Rule, Selection};
 use zfnet::LoadedModel;
 
 fn fixture() -> (LoadedModel, Tensor) {
@@ -107,12 +109,78 @@ fn relu(mut p: Plane) -> Plane {
     p
 }
 
+/// The backward rule at a ReLU whose forward output was `a`.
+fn through_relu(g: Plane, a: &Plane, rule: Rule) -> Plane {
+    let mut g = match rule {
+        Rule::Deconvnet | Rule::Guided => relu(g),
+        Rule::Gradient => g,
+    };
+    if rule != Rule::Deconvnet {
+        for (v, &on) in g.data.iter_mut().zip(&a.data) {
+            if on <= 0.0 {
+                *v = 0.0;
+            }
+        }
+    }
+    g
+}
+
+/// The gradient of LRN (size 5, alpha 1e-4, beta 0.75, k 2, PyTorch's window) at `a`, applied to
+/// `g`, differentiating `b[i] = a[i]·D[i]^−β` term by term with a fresh window sum per element.
+fn lrn_input_grad(g: &Plane, a: &Plane) -> Plane {
+    let (size, alpha, beta, k) = (5usize, 1e-4f64, 0.75f64, 2f64);
+    let plane = a.h * a.w;
+    let at = |c: usize, i: usize| a.data[c * plane + i] as f64;
+    let window = |c: usize| c.saturating_sub(size / 2)..=(c + (size - 1) / 2).min(a.c - 1);
+    let d = |c: usize, i: usize| {
+        k + alpha / size as f64 * window(c).map(|q| at(q, i).powi(2)).sum::<f64>()
+    };
+    let mut out = vec![0f32; a.data.len()];
+    for j in 0..a.c {
+        for i in 0..plane {
+            let mut v = 0f64;
+            // every output channel c whose window holds j
+            for c in 0..a.c {
+                if !window(c).contains(&j) {
+                    continue;
+                }
+                let gc = g.data[c * plane + i] as f64;
+                let dc = d(c, i);
+                if c == j {
+                    v += gc * dc.powf(-beta);
+                }
+                v -= gc * at(c, i) * beta * dc.powf(-beta - 1.0) * alpha / size as f64
+                    * 2.0
+                    * at(j, i);
+            }
+            out[j * plane + i] = v as f32;
+        }
+    }
+    Plane {
+        c: a.c,
+        h: a.h,
+        w: a.w,
+        data: out,
+    }
+}
+
 fn reference(
     model: &LoadedModel,
     input: &Tensor,
     layer: usize,
     map: usize,
     whole_map: bool,
+) -> Vec<f32> {
+    reference_by(model, input, layer, map, whole_map, Rule::Deconvnet)
+}
+
+fn reference_by(
+    model: &LoadedModel,
+    input: &Tensor,
+    layer: usize,
+    map: usize,
+    whole_map: bool,
+    rule: Rule,
 ) -> Vec<f32> {
     let trace = model.net.forward_trace(input).unwrap();
     let act = to_plane(&trace.convs[layer].activation);
@@ -140,8 +208,9 @@ fn reference(
         } else {
             trace.convs[l - 1].output().dim(3).unwrap()
         };
+        let act_l = to_plane(&trace.convs[l].activation);
         g = conv_input_grad(
-            &relu(g),
+            &through_relu(g, &act_l, rule),
             &conv.weight,
             conv.spec.stride,
             conv.spec.padding,
@@ -153,6 +222,9 @@ fn reference(
                 // the pool's input: LRN output (layers 1–2); LRN itself is skipped (identity)
                 let pre = below.normalized.as_ref().unwrap_or(&below.activation);
                 g = pool_input_grad(&g, &to_plane(pre));
+            }
+            if below.normalized.is_some() && rule != Rule::Deconvnet {
+                g = lrn_input_grad(&g, &to_plane(&below.activation));
             }
         }
     }
@@ -196,6 +268,99 @@ fn projections_match_rectified_backprop_for_every_layer_and_mode() {
             );
         }
     }
+}
+
+#[test]
+fn gradient_and_guided_backprop_match_the_loop_reference_for_every_layer() {
+    let (model, input) = fixture();
+    let trace = model.net.forward_trace(&input).unwrap();
+    for rule in [Rule::Gradient, Rule::Guided] {
+        for layer in 0..5 {
+            let map = strongest_map(&trace, layer);
+            let got = backproject(
+                &model.net,
+                &trace,
+                layer,
+                map,
+                &Selection::StrongestUnit,
+                rule,
+            )
+            .unwrap();
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let want = reference_by(&model, &input, layer, map, false, rule);
+            let err = rel_err(&got, &want);
+            eprintln!("{rule:?} conv{} map {map}: rel err {err:.2e}", layer + 1);
+            assert!(
+                err <= 1e-4,
+                "{rule:?} conv{} map {map}: {err:.3e}",
+                layer + 1
+            );
+        }
+    }
+}
+
+/// The gradient rule is the true gradient: candle's autograd through the differentiable forward
+/// (the ops training uses), from `value · unit` at the strongest unit, gives the same pixels.
+#[test]
+fn the_gradient_rule_equals_autograd() {
+    let (model, input) = fixture();
+    let trace = model.net.forward_trace(&input).unwrap();
+    let net = &model.net;
+    let mut differs = 0f32;
+    for layer in 0..5 {
+        let map = strongest_map(&trace, layer);
+        let x = Var::from_tensor(&input).unwrap();
+        let mut h = x.as_tensor().clone();
+        for (i, conv) in net.convs.iter().enumerate().take(layer + 1) {
+            h = conv.forward(&h).unwrap();
+            if i < layer {
+                if conv.spec.lrn {
+                    h = zfnet::ops::lrn::lrn(&h, net.lrn).unwrap();
+                }
+                if conv.spec.pool {
+                    h = zfnet::ops::maxpool::max_pool(&h, net.pool).unwrap();
+                }
+            }
+        }
+        let (_, c, hh, ww) = h.dims4().unwrap();
+        let (y, xx, value) = strongest_units(&h, map).unwrap()[0];
+        let mut seed = vec![0f32; c * hh * ww];
+        seed[(map * hh + y) * ww + xx] = value;
+        let seed = Tensor::from_vec(seed, (1, c, hh, ww), &Device::Cpu).unwrap();
+        let grads = (h * seed).unwrap().sum_all().unwrap().backward().unwrap();
+        let want: Vec<f32> = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got = backproject(
+            net,
+            &trace,
+            layer,
+            map,
+            &Selection::StrongestUnit,
+            Rule::Gradient,
+        )
+        .unwrap();
+        let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let err = rel_err(&got, &want);
+        eprintln!("autograd conv{} map {map}: rel err {err:.2e}", layer + 1);
+        assert!(err <= 1e-4, "conv{} map {map}: {err:.3e}", layer + 1);
+        let deconv: Vec<f32> = project(net, &trace, layer, map, &Selection::StrongestUnit)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        differs = differs.max(rel_err(&deconv, &want));
+    }
+    // the rules are not the same computation: somewhere the deconvnet departs from the gradient
+    assert!(
+        differs > 1e-2,
+        "deconvnet equals the gradient everywhere ({differs})"
+    );
 }
 
 fn strongest_map(trace: &zfnet::Trace, layer: usize) -> usize {

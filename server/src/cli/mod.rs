@@ -1,5 +1,6 @@
 //! The command line: one module per command, each with its own arguments.
 
+pub mod correspondence;
 pub mod eval;
 pub mod export;
 pub mod index;
@@ -32,6 +33,7 @@ enum Command {
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
     InitWeights(init_weights::InitArgs),
+    Correspondence(correspondence::CorrespondenceArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -51,5 +53,6 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Eval(args) => blocking(|| eval::run(args)),
         Command::Export(args) => export::run(args),
         Command::InitWeights(args) => init_weights::run(args),
+        Command::Correspondence(args) => blocking(|| correspondence::run(args)),
     }
 }

@@ -4,6 +4,7 @@
 //! Handlers parse (the extractors in [`extract`]), hand the work to `zfnet` on the blocking pool
 //! and shape the answer; they do no tensor maths.
 
+pub mod analyses;
 pub mod conn;
 pub mod extract;
 pub mod guard;
@@ -36,7 +37,8 @@ pub type ApiRouter = OpenApiRouter<Arc<AppState>>;
     info(
         title = "zfvis",
         description = "See inside ZFNet: predictions, feature maps, deconvnet projections, top-9 \
-                       activations over a probe set, occlusion sweeps."
+                       activations over a probe set, occlusion sweeps, the paper's invariance and \
+                       correspondence analyses."
     ),
     components(schemas(zfvis_api::ApiError, zfvis_api::ErrorCode, zfvis_api::TopActivations))
 )]
@@ -50,6 +52,7 @@ pub fn api() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .merge(visualize::router())
         .merge(probe::router())
         .merge(occlusion::router())
+        .merge(analyses::router())
         .split_for_parts()
 }
 

@@ -11,9 +11,11 @@ use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa_axum::routes;
+use zfnet::deconv::Rule;
 use zfnet::views::{self, UnitChoice};
 use zfvis_api::{
-    paths, ApiError, ErrorCode, PixelBox, ProjectionMode, UnitPosition, VisualizeResponse,
+    paths, ApiError, ErrorCode, Method, MethodPicture, PixelBox, ProjectionMode, UnitPosition,
+    VisualizeResponse,
 };
 
 pub fn router() -> ApiRouter {
@@ -108,6 +110,15 @@ async fn visualize(
         activation_url: paths::activation(&id, name, at.map),
         projection_url: paths::projection(&id, name, at.map, mode, unit_xy),
         patch_url: paths::patch(&id, name, at.map, unit_xy),
+        methods: Method::ALL
+            .iter()
+            .map(|&m| MethodPicture {
+                method: m,
+                title: m.title().into(),
+                about: m.about().into(),
+                url: paths::projection_by(&id, name, at.map, ProjectionMode::Unit, unit_xy, m),
+            })
+            .collect(),
         image: id,
     })
     .into_response())
@@ -117,6 +128,8 @@ async fn visualize(
 #[into_params(parameter_in = Query)]
 struct PictureQuery {
     mode: Option<ProjectionMode>,
+    /// How the unit is taken back to pixels: `deconvnet` (default), `gradient` or `guided`.
+    method: Option<Method>,
     x: Option<u32>,
     y: Option<u32>,
     /// Crop the projection to the unit's receptive field (default: yes in unit mode, no in map mode).
@@ -160,7 +173,8 @@ async fn patch_png(
     Ok(png_response(zfnet::render::png(&patch)))
 }
 
-/// The deconvnet projection of the map (or its chosen unit) to pixel space.
+/// The map (or its chosen unit) taken back to pixel space: by the deconvnet (the paper), or with
+/// `method=gradient` / `guided` by the two attribution methods that differ from it only at ReLUs.
 #[utoipa::path(get, path = "/api/images/{id}/projection/{layer}/{map}", tag = "visualize",
     params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path), PictureQuery),
     responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = ApiError),
@@ -173,14 +187,16 @@ async fn projection_png(
 ) -> Result<Response, AppError> {
     let choice = choose(&stored, at, &q)?;
     let mode = q.mode.unwrap_or_default();
+    let method = q.method.unwrap_or_default();
     let crop = q.crop.unwrap_or(mode == ProjectionMode::Unit);
     let key = format!(
-        "{}/{}/{}/{}/{:?}/{crop}",
+        "{}/{}/{}/{}/{:?}/{crop}/{}",
         stored.id,
         at.layer,
         at.map,
         mode.as_str(),
-        choice.unit
+        choice.unit,
+        method.as_str()
     );
     if let Some(png) = state.images.png(&key) {
         return Ok(png_response_shared(png));
@@ -190,8 +206,13 @@ async fn projection_png(
         .run_blocking(move |model| {
             let unit = (mode == ProjectionMode::Unit).then_some(choice.unit);
             let crop = crop.then_some(choice.unit);
+            let rule = match method {
+                Method::Deconvnet => Rule::Deconvnet,
+                Method::Gradient => Rule::Gradient,
+                Method::Guided => Rule::Guided,
+            };
             let picture =
-                views::projection_image(model, &image.trace, at.layer, at.map, unit, crop)?;
+                views::projection_image(model, &image.trace, at.layer, at.map, unit, crop, rule)?;
             Ok(Arc::new(zfnet::render::png(&picture)))
         })
         .await?;

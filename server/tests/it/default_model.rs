@@ -122,3 +122,54 @@ async fn the_api_states_the_recorded_accuracy() {
         (recorded.images, recorded.top1, recorded.top5)
     );
 }
+
+/// `zfvis correspondence` on the committed springer set-up prints Table 1 beside the paper's.
+#[test]
+#[ignore = "needs Imagenette val (../shared/datasets/imagenette or ZFVIS_IMAGENETTE); scripts/test.sh runs it when present"]
+fn correspondence_prints_table_1_for_the_springer_preset() {
+    let weights = repo_root().join("model-weights/zfnet-imagenette.safetensors");
+    let val = imagenette_val().expect("Imagenette val beside the checkout or at ZFVIS_IMAGENETTE");
+    let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
+        .arg("correspondence")
+        .arg("--data")
+        .arg(&val)
+        .arg("--weights")
+        .arg(&weights)
+        .args(["--repetitions", "2"])
+        .output()
+        .expect("run zfvis");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (part, paper) in [
+        ("left eye", "0.069 ± 0.007"),
+        ("right eye", "0.067 ± 0.007"),
+        ("nose", "0.079 ± 0.017"),
+        ("random", "0.107 ± 0.017"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(part))
+            .unwrap_or_else(|| panic!("{part}: {text}"));
+        assert!(line.contains(paper), "{line}");
+        assert_eq!(line.matches(" ± ").count(), 4, "{line}");
+    }
+}
+
+#[test]
+fn correspondence_names_a_missing_dataset() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zfvis"))
+        .args(["correspondence", "--data", "/nonexistent/val", "--weights"])
+        .arg(crate::common::fixture_weights())
+        .output()
+        .expect("run zfvis");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("/nonexistent/val/n02102040/") && err.contains("Imagenette val"),
+        "{err}"
+    );
+}

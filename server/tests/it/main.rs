@@ -2,6 +2,7 @@
 //! a user runs it ([`common`] starts them), plus in-process `oneshot` tests of the router
 //! ([`routing`]).
 
+mod analyses;
 mod common;
 mod default_model;
 mod hardening;

@@ -125,6 +125,8 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         SWEEP,
         SWEEP_EVENTS,
         SWEEP_PICTURE,
+        INVARIANCE,
+        CORRESPONDENCE,
     ];
     for t in templates {
         assert!(
@@ -142,6 +144,9 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         paths::visualize("conv5", 1, Some(("ab", mode, None))),
         paths::probe_picture("conv3", 4, 0, "reconstruction.png"),
         paths::sweep_events("ab", "s48-t16-mean-ctop"),
+        paths::projection_by("ab", "conv2", 3, mode, None, zfvis_api::Method::Guided),
+        paths::invariance("ab", true),
+        paths::correspondence(),
     ] {
         assert!(
             documented.iter().any(|t| paths::matches(t, &url)),

@@ -123,6 +123,72 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
     }
 }
 
+/// The three backward methods of one unit, served side by side, each equal to the library's
+/// picture with that rule, and not all the same picture.
+#[tokio::test]
+async fn the_three_methods_are_served_side_by_side() {
+    let server = Server::start(&fixture_weights(), &[]);
+    let client = reqwest::Client::new();
+    let image = upload(&client, &server.url, "horses.jpg").await;
+    let model = zfnet::LoadedModel::load(&fixture_weights(), &candle_core::Device::Cpu).unwrap();
+    let x = zfnet::preprocess::prepare(&demo_image("horses.jpg"), &model.manifest.preprocess)
+        .unwrap()
+        .to_tensor(&candle_core::Device::Cpu)
+        .unwrap();
+    let trace = model.net.forward_trace(&x).unwrap();
+    let v: VisualizeResponse = common::get_json(
+        &client,
+        &format!("{}/visualize/conv3/5?image={}", server.url, image.id),
+    )
+    .await;
+    let names: Vec<&str> = v.methods.iter().map(|m| m.method.as_str()).collect();
+    assert_eq!(names, ["deconvnet", "gradient", "guided"]);
+    assert_eq!(
+        v.methods[0].url, v.projection_url,
+        "the deconvnet is the projection"
+    );
+    let unit = (v.unit.y as usize, v.unit.x as usize);
+    let mut pictures = Vec::new();
+    for (m, rule) in v.methods.iter().zip(zfnet::deconv::Rule::ALL) {
+        assert!(m.about.len() > 40 && m.title.contains("20"), "{m:?}");
+        let got = get_png(&client, &format!("{}{}", server.url, m.url)).await;
+        let want =
+            zfnet::views::projection_image(&model, &trace, 2, 5, Some(unit), Some(unit), rule)
+                .unwrap();
+        assert!(
+            got == want,
+            "{}: the served picture differs",
+            m.method.as_str()
+        );
+        pictures.push(got);
+    }
+    assert!(pictures[0] != pictures[1] && pictures[1] != pictures[2]);
+    common::expect_get_errors(
+        &client,
+        &server.url,
+        &[(
+            format!("/api/images/{}/projection/conv3/5?method=lrp", image.id),
+            422,
+            "bad_query",
+        )],
+    )
+    .await;
+    let resp = client
+        .get(format!(
+            "{}/api/images/{}/projection/conv3/5?method=lrp",
+            server.url, image.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    let err: zfvis_api::ApiError = resp.json().await.unwrap();
+    assert!(
+        err.error.contains("lrp"),
+        "the error names the value: {}",
+        err.error
+    );
+}
+
 #[tokio::test]
 async fn visualize_errors_are_json() {
     let server = Server::start(&fixture_weights(), &[]);

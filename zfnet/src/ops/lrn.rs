@@ -140,6 +140,26 @@ fn backward_image(
     }
 }
 
+/// The gradient of [`lrn`] at input `x` applied to `grad` (both `[n, c, h, w]`): the formula in
+/// the module docs, outside autograd (the gradient and guided backprop views use it).
+pub fn lrn_backward(x: &Tensor, grad: &Tensor, p: LrnParams) -> Result<Tensor> {
+    if grad.dims() != x.dims() {
+        return Err(crate::Error::Shape(format!(
+            "lrn_backward: gradient {:?} vs input {:?}",
+            grad.dims(),
+            x.dims()
+        )));
+    }
+    let (data, [_, c, h, w], device) = host_nchw(x)?;
+    let (g, _, _) = host_nchw(grad)?;
+    let mut out = vec![0f32; data.len()];
+    out.par_chunks_mut(c * h * w)
+        .zip(data.par_chunks(c * h * w))
+        .zip(g.par_chunks(c * h * w))
+        .for_each(|((o, img), g)| backward_image(img, g, o, c, h * w, p));
+    Ok(Tensor::from_vec(out, x.shape(), &device)?)
+}
+
 struct LrnOp(LrnParams);
 
 impl CustomOp1 for LrnOp {
