@@ -138,3 +138,19 @@ pub struct CorrespondenceResponse {
     pub rows: Vec<CorrespondenceRow>,
     pub elapsed_ms: u64,
 }
+
+/// `GET /api/correspondence/preset`: the paper's set-up on Imagenette (5 frontal English springer
+/// images of its val set, eye and nose boxes), and where those images are in this server's probe
+/// set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CorrespondencePreset {
+    pub about: String,
+    /// The images' files, in the class folder `folder`.
+    pub folder: String,
+    pub files: Vec<String>,
+    pub parts: Vec<CorrespondencePart>,
+    /// Per file, its index in the probe set (`POST /api/probe/images/{index}` opens it), or
+    /// `null` when the probe set does not hold it (serve with `--probe` Imagenette val).
+    pub probe_images: Vec<Option<usize>>,
+}

@@ -10,8 +10,9 @@ mod error;
 pub mod paths;
 
 pub use analyses::{
-    CorrespondencePart, CorrespondenceRequest, CorrespondenceResponse, CorrespondenceRow,
-    DeltaStat, InvarianceCurve, InvarianceImage, InvarianceRequest, InvarianceResponse, Transform,
+    CorrespondencePart, CorrespondencePreset, CorrespondenceRequest, CorrespondenceResponse,
+    CorrespondenceRow, DeltaStat, InvarianceCurve, InvarianceImage, InvarianceRequest,
+    InvarianceResponse, Transform,
 };
 pub use error::{ApiError, ErrorCode};
 

@@ -28,6 +28,7 @@ pub mod templates {
     pub const SWEEP_PICTURE: &str = "/api/images/{id}/occlusion/{key}/{picture}";
     pub const INVARIANCE: &str = "/api/images/{id}/invariance";
     pub const CORRESPONDENCE: &str = "/api/correspondence";
+    pub const CORRESPONDENCE_PRESET: &str = "/api/correspondence/preset";
     pub const OPENAPI: &str = "/api/openapi.json";
 }
 

@@ -277,6 +277,39 @@ test('invariance (Fig. 5): live progress, then 3×3 charts with a curve per imag
   await page.close();
 });
 
+test('correspondence (Table 1): add an image, drag a box, measure Δ beside the paper', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'));
+  await page.locator('#corr-run').waitFor({ timeout: 30000 });
+  assert.ok(await page.locator('#corr-run').isDisabled(), 'one image is not enough');
+  // the paper's set-up needs Imagenette as the probe set; this server probes the demo photos
+  await page.locator('#corr-preset').click();
+  await page.locator('#corr-error').waitFor({ timeout: 30000 });
+  assert.match(await page.locator('#corr-error').textContent(), /--probe \.\.\/shared\/datasets\/imagenette\/val/);
+  await page.locator('#correspondence button[data-corr-demo="kite.jpg"]').click();
+  await page.locator('#corr-images .corr-stage').nth(1).waitFor({ timeout: 30000 });
+  // draw the right eye's box on the second picture
+  await page.locator('#correspondence button[data-part="1"]').click();
+  const stage = await page.locator('#corr-images .corr-stage').nth(1).boundingBox();
+  await page.mouse.move(stage.x + 50, stage.y + 50);
+  await page.mouse.down();
+  await page.mouse.move(stage.x + 90, stage.y + 80, { steps: 4 });
+  await page.mouse.up();
+  const sent = page.waitForRequest(r => r.url().endsWith('/api/correspondence') && r.method() === 'POST');
+  await page.locator('#corr-run').click();
+  const body = JSON.parse((await sent).postData());
+  assert.equal(body.images.length, 2);
+  assert.deepEqual(body.parts[1].boxes[1], { x0: 50, y0: 50, x1: 90, y1: 80 });
+  await page.locator('#corr-table tbody tr').nth(3).waitFor({ timeout: 60000 });
+  const rows = await page.locator('#corr-table tbody tr').evaluateAll(trs => trs.map(tr => [...tr.children].map(td => td.textContent)));
+  assert.deepEqual(rows.map(r => r[0]), ['left eye', 'right eye', 'nose', 'random']);
+  assert.equal(rows[3][3], '0.107 ± 0.017', 'the paper\'s random row');
+  assert.ok(rows.every(r => /^0\.\d{3} ± 0\.\d{3}$/.test(r[1])), JSON.stringify(rows));
+  await page.locator('#correspondence').screenshot({ path: path.join(ARTIFACTS, 'correspondence.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the classroom tour steps through the paper with the keyboard, on a 1080p projector', async () => {
   const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
   const errors = [];

@@ -3,6 +3,7 @@
 mod analyses;
 mod api;
 mod chart;
+mod correspondence;
 mod explorer;
 mod occlusion;
 mod tour;
@@ -161,6 +162,7 @@ fn App() -> impl IntoView {
         </Show>
         {move || image.get().map(|img| view! { <occlusion::OcclusionPanel image=img /> })}
         {move || image.get().map(|img| view! { <analyses::InvariancePanel image=img /> })}
+        {move || image.get().map(|img| view! { <correspondence::CorrespondencePanel image=img /> })}
     }
 }
 

@@ -18,14 +18,16 @@ use utoipa_axum::routes;
 use zfnet::correspondence::{MaskBox, Part, PAPER_TABLE_1};
 use zfnet::invariance::Transform as T;
 use zfvis_api::{
-    ApiError, CorrespondenceRequest, CorrespondenceResponse, CorrespondenceRow, DeltaStat,
-    ErrorCode, InvarianceCurve, InvarianceImage, InvarianceRequest, InvarianceResponse, Transform,
+    ApiError, CorrespondencePart, CorrespondencePreset, CorrespondenceRequest,
+    CorrespondenceResponse, CorrespondenceRow, DeltaStat, ErrorCode, InvarianceCurve,
+    InvarianceImage, InvarianceRequest, InvarianceResponse, Transform,
 };
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
         .routes(routes!(invariance))
         .routes(routes!(correspondence))
+        .routes(routes!(preset))
 }
 
 /// Default amounts per transform: rotation every 25°, as many for the other two.
@@ -292,5 +294,53 @@ async fn correspondence(
                 part: r.part,
             })
             .collect(),
+    }))
+}
+
+/// The paper's correspondence set-up on Imagenette (5 frontal English springer images of its val
+/// set with left-eye, right-eye and nose boxes), with each image's place in this server's probe
+/// set when it holds them.
+#[utoipa::path(get, path = "/api/correspondence/preset", tag = "analyses",
+    responses((status = 200, body = CorrespondencePreset)))]
+async fn preset(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<CorrespondencePreset>, AppError> {
+    let p = zfnet::correspondence::springer_preset()?;
+    let probes = state.probes().ok();
+    let probe_images = p
+        .files
+        .iter()
+        .map(|f| {
+            let suffix = format!("{}/{f}", p.folder);
+            probes.as_ref().and_then(|s| {
+                s.index
+                    .images
+                    .iter()
+                    .position(|i| i.path == suffix || i.path.ends_with(&format!("/{suffix}")))
+            })
+        })
+        .collect();
+    Ok(Json(CorrespondencePreset {
+        about: p.about,
+        folder: p.folder,
+        files: p.files,
+        parts: p
+            .parts
+            .into_iter()
+            .map(|part| CorrespondencePart {
+                name: part.name,
+                boxes: part
+                    .boxes
+                    .into_iter()
+                    .map(|b| zfvis_api::PixelBox {
+                        x0: b.x0,
+                        y0: b.y0,
+                        x1: b.x1,
+                        y1: b.y1,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        probe_images,
     }))
 }

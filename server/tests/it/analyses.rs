@@ -228,3 +228,76 @@ async fn correspondence_gives_table_1_with_the_papers_rows() {
     )
     .await;
 }
+
+/// Without the springer images in the probe set the preset still describes itself, with no
+/// probe indices.
+#[tokio::test]
+async fn the_preset_says_when_the_probe_set_lacks_its_images() {
+    let server = Server::start(&fixture_weights(), &[]);
+    let p: zfvis_api::CorrespondencePreset = crate::common::get_json(
+        &reqwest::Client::new(),
+        &format!(
+            "{}{}",
+            server.url,
+            zfvis_api::paths::templates::CORRESPONDENCE_PRESET
+        ),
+    )
+    .await;
+    assert_eq!(p.files.len(), 5);
+    assert_eq!(p.parts.len(), 3);
+    assert!(p.parts.iter().all(|part| part.boxes.len() == 5));
+    assert_eq!(p.probe_images, vec![None; 5]);
+}
+
+/// With a probe set holding them (a folder of links to Imagenette val's files), the preset finds
+/// each image, opens it, and its boxes run through `/api/correspondence`.
+#[tokio::test]
+#[ignore = "needs Imagenette val (../shared/datasets/imagenette or ZFVIS_IMAGENETTE); scripts/test.sh runs it when present"]
+async fn the_preset_runs_on_imagenette_springers() {
+    let root = std::env::var_os("ZFVIS_IMAGENETTE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::common::repo_root().join("../shared/datasets/imagenette"));
+    let preset = zfnet::correspondence::springer_preset().unwrap();
+    let probe = crate::common::scratch_dir("springer-probe");
+    let cache = crate::common::scratch_dir("springer-cache");
+    let folder = probe.join(&preset.folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in &preset.files {
+        let src = root.join("val").join(&preset.folder).join(f);
+        assert!(src.is_file(), "{} missing", src.display());
+        std::os::unix::fs::symlink(&src, folder.join(f)).unwrap();
+    }
+    let (p, c) = (probe.display().to_string(), cache.display().to_string());
+    let server = Server::start(&fixture_weights(), &["--probe", &p, "--cache-dir", &c]);
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.url);
+    let got: zfvis_api::CorrespondencePreset = crate::common::get_json(
+        &client,
+        &url(zfvis_api::paths::templates::CORRESPONDENCE_PRESET),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for index in &got.probe_images {
+        let index = index.expect("every preset image is in the probe set");
+        let r: zfvis_api::ImageResponse = client
+            .post(url(&zfvis_api::paths::probe_image(index)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let body = json!({"images": ids, "parts": got.parts, "repetitions": 2});
+    let r: CorrespondenceResponse = post(&client, url(&zfvis_api::paths::correspondence()), body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let parts: Vec<&str> = r.rows.iter().map(|r| r.part.as_str()).collect();
+    assert_eq!(parts, ["left eye", "right eye", "nose", "random"]);
+    assert!(r.rows.iter().all(|row| row.paper.is_some()));
+    let _ = std::fs::remove_dir_all(&probe);
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -127,6 +127,7 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         SWEEP_PICTURE,
         INVARIANCE,
         CORRESPONDENCE,
+        CORRESPONDENCE_PRESET,
     ];
     for t in templates {
         assert!(
