@@ -1,9 +1,10 @@
-//! Image bytes → the network's input: decode (with bounded size), resize the shorter side,
-//! centre-crop, normalise to a CHW `f32` tensor.
+//! Image bytes → the network's input: decode (with bounded size, turned upright by its EXIF
+//! orientation), resize the shorter side, centre-crop, normalise to a CHW `f32` tensor.
 
 use crate::manifest::Preprocess;
 use image::imageops::FilterType;
-use image::{ImageReader, Limits, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 
 /// Decoding refuses images with more pixels than this (before any allocation).
@@ -71,13 +72,17 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageError> {
             "JPEG ends before its end-of-image marker (truncated upload?)".into(),
         ));
     }
-    let mut decoder = reader()?;
+    let mut reader = reader()?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_PIXELS * 4 * 2);
-    decoder.limits(limits);
-    let image = decoder.decode().map_err(classify)?;
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(classify)?;
+    // phones store pictures sideways and say so in EXIF: turn them upright, as viewers do
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(classify)?;
+    image.apply_orientation(orientation);
     Ok(image.to_rgb8())
 }
 
@@ -182,6 +187,60 @@ pub fn denormalise(value: f32, channel: usize, p: &Preprocess) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 64×32 JPEG with four flat quadrants (red, green / blue, white) carrying EXIF orientation
+    /// `o` in an APP1 segment written by hand (big-endian TIFF, one IFD entry, tag 0x0112).
+    fn jpeg_with_orientation(o: u16) -> Vec<u8> {
+        let img = RgbImage::from_fn(64, 32, |x, y| {
+            image::Rgb(match (x < 32, y < 16) {
+                (true, true) => [255, 0, 0],
+                (false, true) => [0, 255, 0],
+                (true, false) => [0, 0, 255],
+                (false, false) => [255, 255, 255],
+            })
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&img)
+            .unwrap();
+        let [hi, lo] = o.to_be_bytes();
+        let mut app1 = vec![0xFF, 0xE1, 0x00, 0x22];
+        app1.extend_from_slice(b"Exif\0\0MM\0\x2A\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01");
+        app1.extend_from_slice(&[hi, lo, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(app1.len(), 2 + 0x22);
+        let mut out = jpeg[..2].to_vec();
+        out.extend(app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_picture_upright_for_all_eight_values() {
+        // (orientation, size after turning, colour of the top-left corner), from the EXIF spec:
+        // 2 mirrors, 3 turns 180°, 4 flips, 5 transposes, 6 turns 90° clockwise, 7 transverses,
+        // 8 turns 90° anticlockwise
+        let (red, green, blue, white) = ([255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]);
+        let cases = [
+            (1, (64, 32), red),
+            (2, (64, 32), green),
+            (3, (64, 32), white),
+            (4, (64, 32), blue),
+            (5, (32, 64), red),
+            (6, (32, 64), blue),
+            (7, (32, 64), white),
+            (8, (32, 64), green),
+        ];
+        for (o, size, corner) in cases {
+            let img = decode(&jpeg_with_orientation(o)).unwrap();
+            assert_eq!(img.dimensions(), size, "orientation {o}");
+            let px = img.get_pixel(4, 4).0;
+            let close = px
+                .iter()
+                .zip(corner)
+                .all(|(a, b)| (*a as i32 - b).abs() < 40);
+            assert!(close, "orientation {o}: top-left {px:?}, want {corner:?}");
+        }
+    }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
