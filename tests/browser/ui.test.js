@@ -190,6 +190,42 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   await page.close();
 });
 
+test('a map opened far down the grid scrolls into view; a click on its activation map picks a unit', async () => {
+  const { page, errors } = await openPage();
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'horses.jpg'));
+  await page.locator('#map-grid .map').first().waitFor({ timeout: 30000 });
+  await page.locator('button.tab[data-layer="conv2"]').click();
+  await page.waitForFunction(() => document.querySelectorAll('#map-grid .map').length > 96, null, { timeout: 30000 });
+  const last = page.locator('#map-grid .map').last();
+  await last.scrollIntoViewIfNeeded();
+  await last.click();
+  await page.locator('#map-title').waitFor({ timeout: 30000 });
+  await page.waitForFunction(() => {
+    const r = document.querySelector('#map-view').getBoundingClientRect();
+    return r.top >= -1 && r.top < window.innerHeight / 2;
+  }, null, { timeout: 10000 });
+  // pick a unit other than the strongest by clicking where it is drawn
+  await imageLoaded(page, '#activation-img');
+  const [, id, layer, map] = (await page.evaluate(() => location.hash)).split('/');
+  const v = await (await fetch(`${url}visualize/${layer}/${map}?image=${id}`)).json();
+  const [h, w] = v.map_shape;
+  const want = { x: (v.position.x + 7) % w, y: (v.position.y + 5) % h };
+  const box = await page.locator('#activation-img').boundingBox();
+  await page.mouse.click(box.x + (want.x + 0.5) * box.width / w, box.y + (want.y + 0.5) * box.height / h);
+  await page.waitForFunction(u => location.hash.endsWith(`/unit/${u}`), `${want.x},${want.y}`, { timeout: 10000 });
+  await page.waitForFunction(q => (document.querySelector('#projection-img')?.getAttribute('src') || '').includes(q),
+    `x=${want.x}&y=${want.y}`, { timeout: 30000 });
+  assert.match(await page.locator('#map-facts').textContent(), new RegExp(`picked unit \\(x ${want.x}, y ${want.y}\\)`));
+  await imageLoaded(page, '#projection-img');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'picked-unit.png') });
+  // the pick survives a reload (it is in the link)
+  await page.reload();
+  await page.waitForFunction(q => (document.querySelector('#projection-img')?.getAttribute('src') || '').includes(q),
+    `x=${want.x}&y=${want.y}`, { timeout: 30000 });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('a map shows its top-9 over the probe set, patch beside reconstruction; a click opens that image', async () => {
   const { page, errors } = await openPage();
   await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'kite.jpg'));

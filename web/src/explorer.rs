@@ -9,13 +9,15 @@ use zfvis_api::{
 
 pub const LAYERS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
 
-/// What the explorer shows: kept in the URL hash as `#/IMAGE/LAYER/MAP/MODE`.
+/// What the explorer shows: kept in the URL hash as `#/IMAGE/LAYER/MAP/MODE[/X,Y]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct View {
     pub image: String,
     pub layer: String,
     pub map: Option<usize>,
     pub mode: ProjectionMode,
+    /// A unit `(x, y)` picked on the activation map; `None`: the strongest.
+    pub unit: Option<(u32, u32)>,
 }
 
 impl View {
@@ -25,13 +27,22 @@ impl View {
             layer: "conv1".into(),
             map: None,
             mode: ProjectionMode::Unit,
+            unit: None,
         }
     }
 
     pub fn to_hash(&self) -> String {
-        match self.map {
-            Some(m) => format!("#/{}/{}/{m}/{}", self.image, self.layer, self.mode.as_str()),
-            None => format!("#/{}/{}", self.image, self.layer),
+        match (self.map, self.unit) {
+            (Some(m), Some((x, y))) => format!(
+                "#/{}/{}/{m}/{}/{x},{y}",
+                self.image,
+                self.layer,
+                self.mode.as_str()
+            ),
+            (Some(m), None) => {
+                format!("#/{}/{}/{m}/{}", self.image, self.layer, self.mode.as_str())
+            }
+            (None, _) => format!("#/{}/{}", self.image, self.layer),
         }
     }
 
@@ -54,11 +65,16 @@ impl View {
             Some("map") => ProjectionMode::Map,
             _ => ProjectionMode::Unit,
         };
+        let unit = parts.next().and_then(|u| {
+            let (x, y) = u.split_once(',')?;
+            Some((x.parse().ok()?, y.parse().ok()?))
+        });
         Some(View {
             image: image.into(),
             layer: layer.into(),
             map,
             mode,
+            unit: map.and(unit),
         })
     }
 }
@@ -79,7 +95,20 @@ pub fn Explorer(
     let layer = Memo::new(move |_| view.get().map(|v| v.layer).unwrap_or_default());
     let map = Memo::new(move |_| view.get().and_then(|v| v.map));
     let mode = Memo::new(move |_| view.get().map(|v| v.mode).unwrap_or_default());
+    let unit = Memo::new(move |_| view.get().and_then(|v| v.unit));
     let (sorted, set_sorted) = signal(true);
+    // a map opened from the grid (far below) or by a link scrolls its view into sight
+    Effect::new(move |previous: Option<Option<usize>>| {
+        let now = map.get();
+        if now.is_some() && previous != Some(now) {
+            request_animation_frame(|| {
+                if let Some(el) = document().get_element_by_id("map-view") {
+                    el.scroll_into_view();
+                }
+            });
+        }
+        now
+    });
 
     let activations = LocalResource::new(move || {
         let (image, layer) = (image.get(), layer.get());
@@ -94,7 +123,7 @@ pub fn Explorer(
             {LAYERS.into_iter().map(|name| view! {
                 <button role="tab" class="tab" data-layer=name
                     class:active=move || layer.get() == name
-                    on:click=move |_| update(&|v| { v.layer = name.into(); v.map = None; })>
+                    on:click=move |_| update(&|v| { v.layer = name.into(); v.map = None; v.unit = None; })>
                     {name}
                 </button>
             }).collect_view()}
@@ -105,9 +134,10 @@ pub fn Explorer(
             </label>
         </nav>
         <Show when=move || map.get().is_some()>
-            <MapView image=image layer=layer map=map mode=mode
+            <MapView image=image layer=layer map=map mode=mode unit=unit
                 set_mode=move |m| update(&|v| v.mode = m)
-                close=move || update(&|v| v.map = None) />
+                set_unit=move |u| update(&|v| v.unit = u)
+                close=move || update(&|v| { v.map = None; v.unit = None; }) />
         </Show>
         <Show when=move || layer.get() == "conv1">
             <figure class="filters">
@@ -138,7 +168,7 @@ pub fn Explorer(
                                 view! {
                                     <button class="map" data-map=m title=format!("map {m}: max {strength:.3}")
                                         class:selected=move || map.get() == Some(m)
-                                        on:click=move |_| update(&|v| v.map = Some(m))>
+                                        on:click=move |_| update(&|v| { v.map = Some(m); v.unit = None; })>
                                         <img src=src alt=format!("map {m}") loading="lazy" />
                                         <span class="index">{m}</span>
                                     </button>
@@ -158,23 +188,41 @@ fn MapView(
     layer: Memo<String>,
     map: Memo<Option<usize>>,
     mode: Memo<ProjectionMode>,
+    unit: Memo<Option<(u32, u32)>>,
     set_mode: impl Fn(ProjectionMode) + Copy + Send + Sync + 'static,
+    set_unit: impl Fn(Option<(u32, u32)>) + Copy + Send + Sync + 'static,
     close: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let details = LocalResource::new(move || {
-        let (image, layer, map, mode) = (image.get(), layer.get(), map.get(), mode.get());
+        let (image, layer, map, mode, unit) =
+            (image.get(), layer.get(), map.get(), mode.get(), unit.get());
         async move {
             let (image, map) = (image?, map?);
             Some(
                 api::get_json::<VisualizeResponse>(&zfvis_api::paths::visualize(
                     &layer,
                     map,
-                    Some((&image, mode, None)),
+                    Some((&image, mode, unit)),
                 ))
                 .await,
             )
         }
     });
+    // a click on a picture of the map (shown at any size) picks the unit under the pointer
+    let pick = move |ev: leptos::ev::MouseEvent, shape: [usize; 2]| {
+        let el = event_target::<web_sys::HtmlElement>(&ev);
+        let (w, h) = (
+            el.client_width().max(1) as f64,
+            el.client_height().max(1) as f64,
+        );
+        let x = (ev.offset_x() as f64 / w * shape[1] as f64)
+            .floor()
+            .clamp(0.0, shape[1] as f64 - 1.0);
+        let y = (ev.offset_y() as f64 / h * shape[0] as f64)
+            .floor()
+            .clamp(0.0, shape[0] as f64 - 1.0);
+        set_unit(Some((x as u32, y as u32)));
+    };
     view! {
         <section class="mapview" id="map-view">
             <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"projecting…"</div> }>
@@ -187,8 +235,10 @@ fn MapView(
                             rf.x0 * 2, rf.y0 * 2, (rf.x1 - rf.x0) * 2, (rf.y1 - rf.y0) * 2);
                         let input = zfvis_api::paths::input(&v.image);
                         let title = format!("{} · map {} of {}", v.layer, v.map, v.maps);
-                        let facts = format!("strongest activation {:.4} at (x {}, y {}) of {}×{}; receptive field x {}–{}, y {}–{}",
+                        let picked = if v.unit != v.position { format!("; picked unit (x {}, y {}) = {:.4}", v.unit.x, v.unit.y, v.value) } else { String::new() };
+                        let facts = format!("strongest activation {:.4} at (x {}, y {}) of {}×{}{picked}; receptive field x {}–{}, y {}–{}. Click the activation map to pick another unit.",
                             v.max, v.position.x, v.position.y, v.map_shape[1], v.map_shape[0], rf.x0, rf.x1, rf.y0, rf.y1);
+                        let shape = v.map_shape;
                         view! {
                             <header class="mapview-head">
                                 <h2 id="map-title">{title}</h2>
@@ -205,19 +255,25 @@ fn MapView(
                                 <figure>
                                     <div class="stage">
                                         <img class="input" src=input alt="network input" />
-                                        <img class="overlay" src=v.activation_url.clone() alt="activation overlay" />
+                                        <img class="overlay pickable" src=v.activation_url.clone() alt="activation overlay"
+                                            on:click=move |ev| pick(ev, shape) />
                                         <div class="rf" id="rf-box" style=style></div>
                                     </div>
                                     <figcaption>"input (224×224) with the activation map and the unit's receptive field"</figcaption>
                                 </figure>
                                 <figure>
-                                    <img class="pixelated big" src=v.activation_url.clone() alt="activation map" id="activation-img" />
+                                    <img class="pixelated big pickable" src=v.activation_url.clone() alt="activation map (click a unit)" id="activation-img"
+                                        on:click=move |ev| pick(ev, shape) />
                                     <figcaption>"activation map (viridis, 0 → max) "
                                         <a class="download" href=v.activation_url.clone() download=format!("{}-{}-activation.png", v.layer, v.map)>"PNG"</a></figcaption>
                                 </figure>
                                 <figure>
                                     <img class="big" src=v.projection_url.clone() alt="deconvnet projection" id="projection-img" />
-                                    <figcaption>{if v.mode == ProjectionMode::Unit { "deconvnet projection of the strongest unit (grey = 0) " } else { "deconvnet projection of the whole map (grey = 0) " }}
+                                    <figcaption>{match (v.mode, v.unit == v.position) {
+                                        (ProjectionMode::Unit, true) => "deconvnet projection of the strongest unit (grey = 0) ",
+                                        (ProjectionMode::Unit, false) => "deconvnet projection of the picked unit (grey = 0) ",
+                                        (ProjectionMode::Map, _) => "deconvnet projection of the whole map (grey = 0) ",
+                                    }}
                                         <a class="download" href=v.projection_url.clone() download=format!("{}-{}-projection-{}.png", v.layer, v.map, v.mode.as_str())>"PNG"</a></figcaption>
                                 </figure>
                                 <figure>
