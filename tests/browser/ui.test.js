@@ -167,6 +167,12 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   assert.deepEqual(await page.locator('#methods img').evaluateAll(els => els.map(e => e.getAttribute('src'))),
     view.methods.map(m => m.url));
   assert.match(await page.locator('#methods').textContent(), /only where the unit was on going up/);
+  // the heatmap has its scale, and the explanation opens from the keyboard
+  assert.match(await page.locator('#map-view .colourbar').first().getAttribute('aria-label'), /^colour scale from 0 \(dark\) to \d/);
+  await page.locator('#map-explain summary').focus();
+  await page.keyboard.press('Enter');
+  assert.ok(await page.locator('#map-explain').evaluate(d => d.open), 'explanation opened by keyboard');
+  assert.match(await page.locator('#map-explain').textContent(), /receptive field/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'map-view-unit.png'), fullPage: true });
 
   await page.locator('#mode-map').click();
@@ -283,6 +289,9 @@ test('an occlusion sweep shows live progress, then its three maps with a class l
     .map(t => Number(/\((\d+) cells\)/.exec(t)[1])).reduce((a, b) => a + b, 0);
   assert.equal(cells, 14 * 14, 'the legend accounts for every cell');
   assert.match(await page.locator('#occ-facts').textContent(), /14×14 positions, 32-px square every 16 px/);
+  // probability on the absolute 0–100% scale, with its colour bar
+  assert.match(await page.locator('#occ-probability-caption').textContent(), /absolute scale/);
+  assert.equal(await page.locator('.occ-maps .colourbar').nth(1).getAttribute('aria-label'), 'colour scale from 0% (dark) to 100% (yellow)');
   await page.screenshot({ path: path.join(ARTIFACTS, 'occlusion.png'), fullPage: true });
   assert.deepEqual(errors, []);
   await page.close();

@@ -111,6 +111,12 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
                 "plot how far layer 1 and layer 7 (fc7) move from the original (Euclidean distance) and the probability of its class. "
                 "The paper: layer 1 moves at once, layer 7 much less; the answer survives translation and scale, not rotation. "
                 "Pixels brought in from outside the crop are mean grey."</p>
+            <details class="explain">
+                <summary>"What am I looking at?"</summary>
+                <p>"Each chart has one curve per image. Columns 2 and 3: how far the features of the transformed image are from the original's, "
+                   "at layer 1 (edges and colours) and layer 7 (the last hidden layer); column 4: how sure the network stays of the image's class. "
+                   "Flat curves mean the layer does not care about that transform (paper §4.3, Fig. 5)."</p>
+            </details>
             <div class="controls">
                 <span>"compare with (up to 4): "</span>
                 {DEMO_IMAGES.into_iter().map(|name| view! {

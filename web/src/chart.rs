@@ -88,3 +88,15 @@ pub fn LineChart(
         </figure>
     }
 }
+
+/// A horizontal viridis colour bar with its numeric ends, for a heatmap.
+#[component]
+pub fn ColourBar(lo: String, hi: String) -> impl IntoView {
+    view! {
+        <div class="colourbar" role="img" aria-label=format!("colour scale from {lo} (dark) to {hi} (yellow)")>
+            <span class="lo">{lo.clone()}</span>
+            <span class="ramp"></span>
+            <span class="hi">{hi.clone()}</span>
+        </div>
+    }
+}

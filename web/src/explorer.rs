@@ -2,6 +2,7 @@
 //! activation heatmap, receptive field on the input, deconvnet projection, input patch.
 
 use crate::api;
+use crate::chart::ColourBar;
 use leptos::prelude::*;
 use zfvis_api::{
     ImageResponse, LayerActivations, ProjectionMode, TopActivations, VisualizeResponse,
@@ -251,6 +252,13 @@ fn MapView(
                                 <button class="close" on:click=move |_| close()>"✕"</button>
                             </header>
                             <p class="meta" id="map-facts">{facts}</p>
+                            <details class="explain" id="map-explain">
+                                <summary>"What am I looking at?"</summary>
+                                <p>"The activation map is where this feature map fired on the photo, one pixel per unit (paper §2). "
+                                   "The projection runs the network backwards from one unit (or the whole map) to pixels with the deconvnet (§2.1, Fig. 1): "
+                                   "it shows which structure in the photo excited the unit, grey meaning no influence. "
+                                   "The patch is the part of the photo the unit can see (its receptive field); the box on the input marks it."</p>
+                            </details>
                             <div class="figures">
                                 <figure>
                                     <div class="stage">
@@ -264,7 +272,8 @@ fn MapView(
                                 <figure>
                                     <img class="pixelated big pickable" src=v.activation_url.clone() alt="activation map (click a unit)" id="activation-img"
                                         on:click=move |ev| pick(ev, shape) />
-                                    <figcaption>"activation map (viridis, 0 → max) "
+                                    <ColourBar lo="0".to_string() hi=format!("{:.3}", v.max) />
+                                    <figcaption>"activation map, one pixel per unit (click one to pick it) "
                                         <a class="download" href=v.activation_url.clone() download=format!("{}-{}-activation.png", v.layer, v.map)>"PNG"</a></figcaption>
                                 </figure>
                                 <figure>
@@ -272,7 +281,7 @@ fn MapView(
                                     <figcaption>{match (v.mode, v.unit == v.position) {
                                         (ProjectionMode::Unit, true) => "deconvnet projection of the strongest unit (grey = 0) ",
                                         (ProjectionMode::Unit, false) => "deconvnet projection of the picked unit (grey = 0) ",
-                                        (ProjectionMode::Map, _) => "deconvnet projection of the whole map (grey = 0) ",
+                                        (ProjectionMode::Map, _) => "deconvnet projection of the whole map (grey = 0; stretched so the strongest 0.5% of values saturate) ",
                                     }}
                                         <a class="download" href=v.projection_url.clone() download=format!("{}-{}-projection-{}.png", v.layer, v.map, v.mode.as_str())>"PNG"</a></figcaption>
                                 </figure>
@@ -339,6 +348,12 @@ fn TopNine(layer: Memo<String>, map: Memo<Option<usize>>) -> impl IntoView {
     };
     view! {
         <section class="topnine" id="top9">
+            <details class="explain">
+                <summary>"What is the top-9?"</summary>
+                <p>"The nine images of the probe set on which this feature map fires most, each at its strongest unit (paper Fig. 2): "
+                   "the patch that unit sees beside its deconvnet reconstruction. What the nine share is what the map detects; "
+                   "the number is the activation."</p>
+            </details>
             <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"finding the top-9 over the probe set…"</div> }>
                 {move || top.get().flatten().map(|t| match t {
                     Err(e) if e.code == Some(zfvis_api::ErrorCode::IndexBuilding) => {

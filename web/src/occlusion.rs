@@ -3,6 +3,7 @@
 //! strongest conv5 map's projection (Fig. 7).
 
 use crate::api;
+use crate::chart::ColourBar;
 use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -187,6 +188,12 @@ fn OcclusionMaps(result: OcclusionResponse, input: String) -> impl IntoView {
     let (a_lo, a_hi) = range(&r.activation);
     let (p_lo, p_hi) = range(&r.probability);
     view! {
+        <details class="explain">
+            <summary>"What am I looking at?"</summary>
+            <p>"A grey square hides one part of the photo at a time; each cell of the maps is what the network did with the square there (paper §4.2, Fig. 7). "
+               "(a) how active the conv5 feature map that fires most on the whole photo stays; (b) how likely the class still is: dark where hiding that part hurt; "
+               "(c) which class wins instead. Where (b) goes dark, the network was using that part of the picture."</p>
+        </details>
         <p class="meta" id="occ-facts">{format!(
             "{}×{} positions, {}-px square every {} px, {} ms. Unoccluded: conv5 map {} totals {:.2}; p({}) = {:.1}%.",
             r.grid, r.grid, r.size, r.stride, r.elapsed_ms, r.strongest_map, r.base_activation,
@@ -194,12 +201,14 @@ fn OcclusionMaps(result: OcclusionResponse, input: String) -> impl IntoView {
         <div class="figures occ-maps">
             <figure>
                 {overlay(r.activation_url.clone(), "occ-activation", "strongest conv5 map activity")}
-                <figcaption>{format!("(a) total activity of conv5 map {}: dark {a_lo:.2} → bright {a_hi:.2}", r.strongest_map)}</figcaption>
+                <figcaption>{format!("(a) total activity of conv5 map {} with the square at each place (its own range)", r.strongest_map)}</figcaption>
+                <ColourBar lo=format!("{a_lo:.2}") hi=format!("{a_hi:.2}") />
                 <a class="download" href=r.activation_url.clone() download=format!("occlusion-conv5-{}.png", r.strongest_map)>"download PNG"</a>
             </figure>
             <figure>
                 {overlay(r.probability_url.clone(), "occ-probability", "class probability")}
-                <figcaption>{format!("(b) p({}): dark {:.1}% → bright {:.1}%", r.class_label, p_lo * 100.0, p_hi * 100.0)}</figcaption>
+                <figcaption id="occ-probability-caption">{format!("(b) p({}) with the square at each place, on the absolute scale (here {:.1}% to {:.1}%)", r.class_label, p_lo * 100.0, p_hi * 100.0)}</figcaption>
+                <ColourBar lo="0%".to_string() hi="100%".to_string() />
                 <a class="download" href=r.probability_url.clone() download="occlusion-probability.png">"download PNG"</a>
             </figure>
             <figure>

@@ -48,6 +48,38 @@ pub fn projection_image(data: &[f32], side: usize, b: PixelBox) -> RgbImage {
     })
 }
 
+/// Like [`projection_image`], but stretched so that the strongest `1 − quantile` of the values
+/// (by magnitude) saturate to black or white: a whole map's projection spreads over many
+/// receptive fields, and scaled by its single largest value most of it is grey on grey (the
+/// paper's figures are contrast-stretched for display too).
+pub fn projection_image_clipped(data: &[f32], side: usize, b: PixelBox, quantile: f32) -> RgbImage {
+    let (x0, y0) = (b.x0 as usize, b.y0 as usize);
+    let (w, h) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
+    let plane = side * side;
+    let mut mags: Vec<f32> = (0..3)
+        .flat_map(|c| (0..h).flat_map(move |y| (0..w).map(move |x| (c, x, y))))
+        .map(|(c, x, y)| data[c * plane + (y0 + y) * side + x0 + x].abs())
+        .filter(|v| *v > 0.0)
+        .collect();
+    if mags.is_empty() {
+        return projection_image(data, side, b);
+    }
+    let k = ((mags.len() as f32 - 1.0) * quantile.clamp(0.0, 1.0)).round() as usize;
+    let (_, q, _) = mags.select_nth_unstable_by(k, f32::total_cmp);
+    let scale = 127.0 / *q;
+    ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
+        Rgb(std::array::from_fn(|c| {
+            (128.0 + data[c * plane + (y0 + y as usize) * side + x0 + x as usize] * scale)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
+    })
+}
+
+/// The share of a whole-map projection's values left unsaturated by
+/// [`projection_image_clipped`] in the views.
+pub const MAP_PROJECTION_QUANTILE: f32 = 0.995;
+
 /// The box covering a whole `side`×`side` image.
 pub fn whole(side: usize) -> PixelBox {
     PixelBox {
@@ -154,6 +186,26 @@ mod tests {
         assert_eq!(part.get_pixel(0, 0).0, [1, 128, 128]);
         let bytes = png(&img);
         assert_eq!(&bytes[1..4], b"PNG");
+    }
+
+    #[test]
+    fn clipped_projections_saturate_the_strongest_values_only() {
+        // one huge value among 99 small ones: plain scaling leaves the small ones grey, clipping
+        // at the 99th percentile shows them at full contrast and saturates the outlier
+        let side = 10;
+        let mut data = vec![0f32; 3 * side * side];
+        for (i, v) in data[..side * side].iter_mut().enumerate() {
+            *v = if i == 0 { 100.0 } else { 1.0 };
+        }
+        let plain = projection_image(&data, side, whole(side));
+        assert_eq!(plain.get_pixel(5, 5).0[0], 129);
+        let clipped = projection_image_clipped(&data, side, whole(side), 0.9);
+        assert_eq!(clipped.get_pixel(0, 0).0[0], 255);
+        assert_eq!(clipped.get_pixel(5, 5).0[0], 255);
+        assert_eq!(clipped.get_pixel(5, 5).0[1], 128, "zero stays grey");
+        // all zero: grey, no division by zero
+        let zero = projection_image_clipped(&[0f32; 12], 2, whole(2), 0.9);
+        assert!(zero.pixels().all(|p| p.0 == [128, 128, 128]));
     }
 
     #[test]

@@ -135,7 +135,9 @@ pub fn activation_image(trace: &Trace, layer: usize, map: usize) -> Result<RgbIm
 }
 
 /// One unit (`Some`) or the whole map (`None`) taken back to pixels by `rule` (the deconvnet, the
-/// gradient or guided backprop), cropped to the unit's receptive field when `crop` is set.
+/// gradient or guided backprop), cropped to the unit's receptive field when `crop` is set. A whole
+/// map's picture is stretched so its strongest 0.5% saturate
+/// ([`crate::render::projection_image_clipped`]).
 pub fn projection_image(
     model: &LoadedModel,
     trace: &Trace,
@@ -159,7 +161,16 @@ pub fn projection_image(
         Some(u) => unit_box(model, layer, u),
         None => crate::render::whole(side),
     };
-    Ok(crate::render::projection_image(&data, side, region))
+    Ok(match unit {
+        Some(_) => crate::render::projection_image(&data, side, region),
+        // a whole map spreads thin: stretch so its strongest 0.5% saturate
+        None => crate::render::projection_image_clipped(
+            &data,
+            side,
+            region,
+            crate::render::MAP_PROJECTION_QUANTILE,
+        ),
+    })
 }
 
 /// The conv1 filters as an RGB grid (12 per row, each 7×7 filter drawn 8× and contrast-stretched

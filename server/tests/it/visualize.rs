@@ -85,8 +85,12 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
                 "conv{layer} {mode}: empty projection"
             );
             if mode == "map" {
-                let expected =
-                    zfnet::render::projection_image(&data, 224, zfnet::render::whole(224));
+                let expected = zfnet::render::projection_image_clipped(
+                    &data,
+                    224,
+                    zfnet::render::whole(224),
+                    zfnet::render::MAP_PROJECTION_QUANTILE,
+                );
                 assert_eq!(proj.dimensions(), (224, 224));
                 assert!(
                     proj == expected,

@@ -1,5 +1,7 @@
-//! A finished sweep as pictures: (a) and (b) through viridis from each grid's own minimum (dark)
-//! to its maximum (yellow), (c) one categorical colour per class, with a legend.
+//! A finished sweep as pictures: (a) through viridis from the grid's own minimum (dark) to its
+//! maximum (yellow); (b) the class probability on the absolute scale 0 (dark) → 1 (yellow), so a
+//! drop from 100% to 99.8% does not look like a strong effect; (c) one categorical colour per
+//! class, with a legend.
 
 use super::OcclusionResult;
 use image::RgbImage;
@@ -33,7 +35,7 @@ pub fn pictures(r: &OcclusionResult) -> SweepPictures {
     let g = r.grid;
     SweepPictures {
         activation: min_max_heatmap(&r.activation, g),
-        probability: min_max_heatmap(&r.probability, g),
+        probability: crate::render::heatmap_range(&r.probability, g, g, 0.0, 1.0),
         classes: RgbImage::from_fn(g as u32, g as u32, |x, y| {
             image::Rgb(class_color(
                 r.top_class[y as usize * g + x as usize] as usize,
@@ -57,6 +59,33 @@ pub fn class_legend(top_class: &[u32]) -> Vec<(usize, usize, [u8; 3])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probability_is_drawn_on_the_absolute_scale() {
+        let r = OcclusionResult {
+            params: super::super::OcclusionParams::default(),
+            grid: 2,
+            strongest_map: 0,
+            activation: vec![1.0, 2.0, 3.0, 4.0],
+            base_activation: 4.0,
+            class: 0,
+            probability: vec![0.998, 0.999, 1.0, 0.0],
+            base_probability: 1.0,
+            top_class: vec![0; 4],
+            top_probability: vec![1.0; 4],
+        };
+        let p = pictures(&r).probability;
+        let top = colorous::VIRIDIS.eval_continuous(1.0);
+        let near_top = |px: &image::Rgb<u8>| {
+            px.0.iter()
+                .zip([top.r, top.g, top.b])
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 2)
+        };
+        // 99.8% and 100% look alike (bright), 0 is dark
+        assert!(near_top(p.get_pixel(0, 0)) && near_top(p.get_pixel(0, 1)));
+        let bottom = colorous::VIRIDIS.eval_continuous(0.0);
+        assert_eq!(p.get_pixel(1, 1).0, [bottom.r, bottom.g, bottom.b]);
+    }
 
     #[test]
     fn the_legend_counts_cells_per_class_in_class_order() {
