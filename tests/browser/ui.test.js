@@ -429,8 +429,8 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   await page.close();
 });
 
-test('the layout fits a laptop screen and a 1080p projector without sideways scrolling', async () => {
-  for (const [width, height] of [[1366, 768], [1920, 1080]]) {
+test('the layout fits a phone, a tablet, a laptop and a 1080p projector without sideways scrolling', async () => {
+  for (const [width, height] of [[390, 844], [768, 1024], [1366, 768], [1920, 1080]]) {
     const page = await browser.newPage({ viewport: { width, height } });
     const errors = [];
     page.on('pageerror', e => errors.push(e.message));

@@ -231,9 +231,10 @@ fn MapView(
                     Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                     Ok(v) => {
                         let rf = v.receptive_field;
-                        // the input is shown at 2× (448 px): the box in CSS pixels
-                        let style = format!("left:{}px;top:{}px;width:{}px;height:{}px",
-                            rf.x0 * 2, rf.y0 * 2, (rf.x1 - rf.x0) * 2, (rf.y1 - rf.y0) * 2);
+                        // the input is drawn at up to 448 px, smaller on a phone: the box in percent
+                        let pct = |v: u32| v as f32 / 224.0 * 100.0;
+                        let style = format!("left:{:.3}%;top:{:.3}%;width:{:.3}%;height:{:.3}%",
+                            pct(rf.x0), pct(rf.y0), pct(rf.x1 - rf.x0), pct(rf.y1 - rf.y0));
                         let input = zfvis_api::paths::input(&v.image);
                         let title = format!("{} · map {} of {}", v.layer, v.map, v.maps);
                         let picked = if v.unit != v.position { format!("; picked unit (x {}, y {}) = {:.4}", v.unit.x, v.unit.y, v.value) } else { String::new() };
