@@ -176,6 +176,9 @@ pub struct ImageResponse {
     pub height: u32,
     /// URL of the 224×224 network input (resized, centre-cropped).
     pub input_url: String,
+    /// Where the image came from, when the server knows: a probe image's file and class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A box in input pixels (224×224 crop), half-open: `x0 ≤ x < x1`.

@@ -112,6 +112,10 @@ test('a demo photo is one click away', async () => {
 
 test('an invalid upload shows a readable error, not a blank page', async () => {
   const { page } = await openPage();
+  // after a good image with a map open, a bad one clears every view of the good one
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'kite.jpg'));
+  await page.locator('#map-grid .map').first().click({ timeout: 30000 });
+  await page.locator('#map-title').waitFor({ timeout: 30000 });
   await page.setInputFiles('#file-input', {
     name: 'notes.jpg', mimeType: 'image/jpeg', buffer: Buffer.from('definitely not a jpeg'),
   });
@@ -119,6 +123,9 @@ test('an invalid upload shows a readable error, not a blank page', async () => {
   await error.waitFor({ timeout: 30000 });
   assert.match(await error.textContent(), /not an image/);
   assert.equal(await page.locator('#predictions').count(), 0);
+  for (const sel of ['#map-view', '#map-grid', '#occlusion', '#invariance', '#correspondence']) {
+    assert.equal(await page.locator(sel).count(), 0, `${sel} of the previous image still shown`);
+  }
   await page.screenshot({ path: path.join(ARTIFACTS, 'invalid-upload.png') });
   await page.close();
 });
@@ -262,6 +269,8 @@ test('a map shows its top-9 over the probe set, patch beside reconstruction; a c
   assert.match(await page.locator('#map-title').textContent(), new RegExp(`${layer} · map ${map} of`));
   const opened = await page.locator('#preview').getAttribute('src');
   assert.ok(opened, 'the probe image is now the current image');
+  // captioned with its file and class, not as a link
+  await page.waitForFunction(() => /^probe image /.test(document.querySelector('.preview figcaption')?.textContent || ''), null, { timeout: 10000 });
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -49,7 +49,11 @@ fn App() -> impl IntoView {
         leptos::task::spawn_local(async move {
             match api::get_json::<ImageResponse>(&zfvis_api::paths::image(&target.image)).await {
                 Ok(img) => {
-                    set_preview.set(Some((img.input_url.clone(), "from permalink".into())));
+                    let caption = img
+                        .source
+                        .clone()
+                        .unwrap_or_else(|| "opened from a link".into());
+                    set_preview.set(Some((img.input_url.clone(), caption)));
                     set_image.set(Some(img));
                     set_view.set(Some(target));
                 }
@@ -90,6 +94,9 @@ fn App() -> impl IntoView {
 
     let on_upload = move |upload: Upload| {
         set_error.set(None);
+        // nothing of the previous image stays on screen, whatever this upload turns out to be
+        let keep_layer = view.get_untracked().map(|v| v.layer);
+        set_view.set(None);
         set_image.set(None);
         set_busy.set(true);
         set_preview.set(Some((upload.url.clone(), upload.name.clone())));
@@ -102,7 +109,6 @@ fn App() -> impl IntoView {
             .await
             {
                 Ok(img) => {
-                    let keep_layer = view.get_untracked().map(|v| v.layer);
                     let mut next = View::new(img.id.clone());
                     if let Some(layer) = keep_layer {
                         next.layer = layer;

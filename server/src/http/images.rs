@@ -30,14 +30,26 @@ async fn upload_image(
     State(state): State<Arc<AppState>>,
     ImageUpload(bytes): ImageUpload,
 ) -> Result<Json<ImageResponse>, AppError> {
-    Ok(Json(store_image(&state, bytes).await?))
+    Ok(Json(store_image(&state, bytes, None).await?))
 }
 
 /// Runs the traced forward pass on image bytes and keeps the trace under the content id.
-pub async fn store_image(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<ImageResponse, AppError> {
+pub async fn store_image(
+    state: &Arc<AppState>,
+    bytes: Vec<u8>,
+    source: Option<String>,
+) -> Result<ImageResponse, AppError> {
     let id = content_id(&bytes);
     if let Some(image) = state.images.get(&id) {
-        return Ok(image.response.clone());
+        if source.is_none() || image.response.source == source {
+            return Ok(image.response.clone());
+        }
+        // known already, now with its origin: keep that for later visits (permalinks)
+        let mut known = StoredImage::clone(&image);
+        known.response.source = source;
+        let response = known.response.clone();
+        state.images.insert(id, Arc::new(known));
+        return Ok(response);
     }
     let trained = state.info.trained;
     let image = state
@@ -51,6 +63,7 @@ pub async fn store_image(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<ImageR
                 trained,
                 width: input.original.0,
                 height: input.original.1,
+                source,
             };
             Ok(StoredImage {
                 trace,

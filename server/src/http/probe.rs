@@ -142,5 +142,9 @@ async fn open_probe_image(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| AppError::internal(format!("reading {}: {e}", path.display())))?;
-    Ok(Json(store_image(&state, bytes).await?))
+    let source = match probes.labels.get(index).cloned().flatten() {
+        Some(label) => format!("probe image {} (class: {label})", image.path),
+        None => format!("probe image {}", image.path),
+    };
+    Ok(Json(store_image(&state, bytes, Some(source)).await?))
 }

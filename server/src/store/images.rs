@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use zfnet::Trace;
 use zfvis_api::ImageResponse;
 
+#[derive(Clone)]
 pub struct StoredImage {
     pub trace: Trace,
     pub crop: image::RgbImage,

@@ -129,6 +129,27 @@ async fn top9_entries_match_the_single_image_views() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
+    // an opened probe image says where it came from, and a later visit (a permalink) still does
+    let opened: zfvis_api::ImageResponse = client
+        .post(format!(
+            "{}{}",
+            server.url,
+            zfvis_api::paths::probe_image(0)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let source = opened.source.clone().expect("a source");
+    assert!(source.starts_with("probe image "), "{source}");
+    let again: zfvis_api::ImageResponse = common::get_json(
+        &client,
+        &format!("{}{}", server.url, zfvis_api::paths::image(&opened.id)),
+    )
+    .await;
+    assert_eq!(again.source, Some(source));
     drop(server);
     std::fs::remove_dir_all(&cache).unwrap();
 }
