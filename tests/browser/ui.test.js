@@ -110,6 +110,24 @@ test('a demo photo is one click away', async () => {
   await page.close();
 });
 
+test('a photo dropped anywhere on the page is analysed', async () => {
+  const { page, errors } = await openPage();
+  // drop on the page header, far from the drop zone
+  await page.evaluate(async () => {
+    const blob = await (await fetch('/demo/giraffe.jpg')).blob();
+    const dt = new DataTransfer();
+    dt.items.add(new File([blob], 'giraffe.jpg', { type: 'image/jpeg' }));
+    const target = document.querySelector('header.topbar');
+    target.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    window.__dropKept = !target.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  assert.ok(await page.evaluate(() => window.__dropKept), 'the drop was taken by the app (default prevented)');
+  await page.locator('#predictions li').nth(4).waitFor({ timeout: 30000 });
+  assert.match(await page.locator('.preview figcaption').textContent(), /giraffe\.jpg/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('an invalid upload shows a readable error, not a blank page', async () => {
   const { page } = await openPage();
   // after a good image with a map open, a bad one clears every view of the good one

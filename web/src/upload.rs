@@ -67,6 +67,27 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
             }
         }
     };
+    // A file dropped anywhere on the page is taken, not opened by the browser in place of the app.
+    let page_dragover = window_event_listener(leptos::ev::dragover, |ev| ev.prevent_default());
+    let page_drop = window_event_listener(leptos::ev::drop, move |ev| {
+        if ev.default_prevented() {
+            return; // the drop zone took it
+        }
+        ev.prevent_default();
+        if let Some(file) = ev
+            .data_transfer()
+            .and_then(|d| d.files())
+            .and_then(|f| f.get(0))
+        {
+            if let Some(u) = Upload::from_file(file) {
+                on_upload(u);
+            }
+        }
+    });
+    on_cleanup(move || {
+        page_dragover.remove();
+        page_drop.remove();
+    });
     // Paste anywhere on the page.
     let paste = window_event_listener(leptos::ev::paste, move |ev| {
         let Some(items) = ev.clipboard_data().and_then(|d| d.files()) else {
