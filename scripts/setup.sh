@@ -42,8 +42,10 @@ if [ "$(trunk --version 2>/dev/null)" != "trunk $TRUNK_VERSION" ]; then
   (cd / && timed cargo +nightly install trunk --version "$TRUNK_VERSION" --locked --no-default-features --features rustls)
 fi
 
-# ---- 4. npm tools: wasm-opt (binaryen; Debian's 108 breaks wasm-bindgen output) and playwright-core
-if [ ! -x "$ROOT/tests/browser/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+# ---- 4. npm tools: wasm-opt (binaryen; Debian's 108 breaks wasm-bindgen output), playwright-core
+#      and axe-core (accessibility checks in the browser tests)
+if [ ! -x "$ROOT/tests/browser/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ] \
+   || [ ! -d "$ROOT/tests/browser/node_modules/axe-core" ]; then
   (cd "$ROOT/tests/browser" && timed npm install --no-audit --no-fund)
 fi
 # ---- 5. Python tools for the tests: the OpenAPI 3.1 validator

@@ -55,6 +55,17 @@ after(async () => {
   if (server) { server.removeAllListeners('exit'); server.kill(); }
 });
 
+const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+/// axe-core on the page as it stands: no serious or critical accessibility violation.
+async function assertAccessible(page, what) {
+  await page.addScriptTag({ content: AXE });
+  const bad = await page.evaluate(async () => (await axe.run()).violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => `${v.id} (${v.impact}, ${v.nodes.length}×): ${v.nodes[0].html.slice(0, 100)}`));
+  assert.deepEqual(bad, [], `${what}: accessibility violations`);
+}
+
 async function openPage() {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = [];
@@ -442,6 +453,7 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
     // alternate the keys a presenter uses
     await page.keyboard.press(i % 2 === 0 ? 'ArrowRight' : 'Space');
   }
+  await assertAccessible(page, 'the tour');
   // at the end, the arrow stays on the last step; left goes back; Esc leaves
   assert.equal(await page.evaluate(() => location.hash), '#/tour/10');
   await page.keyboard.press('ArrowLeft');
@@ -468,6 +480,7 @@ test('the layout fits a phone, a tablet, a laptop and a 1080p projector without 
     await page.locator('#top9-grid .top9-pair').nth(8).waitFor({ timeout: 60000 });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `${width}×${height}: ${overflow}px of sideways scrolling`);
+    await assertAccessible(page, `explorer at ${width}×${height}`);
     await page.screenshot({ path: path.join(ARTIFACTS, `layout-${width}x${height}.png`) });
     assert.deepEqual(errors, []);
     await page.close();

@@ -120,20 +120,23 @@ pub fn Explorer(
     });
 
     view! {
-        <nav class="tabs" role="tablist">
+        <div class="tabs">
+        <nav class="tablist" role="tablist" aria-label="layers">
             {LAYERS.into_iter().map(|name| view! {
                 <button role="tab" class="tab" data-layer=name
                     class:active=move || layer.get() == name
+                    aria-selected=move || (layer.get() == name).to_string()
                     on:click=move |_| update(&|v| { v.layer = name.into(); v.map = None; v.unit = None; })>
                     {name}
                 </button>
             }).collect_view()}
+        </nav>
             <label class="sort">
                 <input type="checkbox" prop:checked=move || sorted.get()
                     on:change=move |ev| set_sorted.set(event_target_checked(&ev)) />
                 " strongest first"
             </label>
-        </nav>
+        </div>
         <Show when=move || map.get().is_some()>
             <MapView image=image layer=layer map=map mode=mode unit=unit
                 set_mode=move |m| update(&|v| v.mode = m)

@@ -126,7 +126,7 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
             <input type="file" id="file-input" accept="image/jpeg,image/png,image/webp" on:change=on_pick />
             <span>"Drop an image here, click to choose one, or paste (Ctrl+V)"</span>
         </label>
-        <h3>"Demo photos"</h3>
+        <h2 class="demos-title">"Demo photos"</h2>
         <div class="demos">
             {DEMO_IMAGES.into_iter().map(|name| view! {
                 <button class="demo" title=name data-demo=name on:click=move |_| load_demo(name)>
