@@ -468,6 +468,36 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   await page.close();
 });
 
+test('presenter mode: type of at least 24 px and a full-width top-9 on a 1080p projector', async () => {
+  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const errors = [];
+  page.on('pageerror', e => errors.push(e.message));
+  await page.goto(`${url}?present`);
+  await page.locator('#file-input').waitFor({ timeout: 30000 });
+  await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'horses.jpg'));
+  await page.locator('#map-grid .map').first().click({ timeout: 30000 });
+  await page.locator('#top9-grid .top9-pair').nth(8).waitFor({ timeout: 60000 });
+  assert.ok(await page.evaluate(() => document.documentElement.classList.contains('present')));
+  assert.equal(await page.locator('#present-toggle').getAttribute('aria-pressed'), 'true');
+  // every visible text of the explorer is at least 24 px
+  const small = await page.evaluate(() => [...document.querySelectorAll('main *, .explorer *, header *')]
+    .filter(e => e.offsetParent !== null && [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .map(e => [e.tagName + '.' + e.className, parseFloat(getComputedStyle(e).fontSize)])
+    .filter(([, size]) => size < 24));
+  assert.deepEqual(small, [], 'text under 24 px');
+  const grid = await page.locator('#top9-grid').boundingBox();
+  assert.ok(grid.width >= 1500, `top-9 ${grid.width}px wide`);
+  assert.equal(await page.locator('a.download:visible').count(), 0, 'download links hidden');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `${overflow}px of sideways scrolling`);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'presenter-1920x1080.png') });
+  // the toggle turns it off, and the link follows
+  await page.locator('#present-toggle').click();
+  await page.waitForFunction(() => !document.documentElement.classList.contains('present') && !location.search.includes('present'));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the layout fits a phone, a tablet, a laptop and a 1080p projector without sideways scrolling', async () => {
   for (const [width, height] of [[390, 844], [768, 1024], [1366, 768], [1920, 1080]]) {
     const page = await browser.newPage({ viewport: { width, height } });

@@ -37,6 +37,29 @@ fn App() -> impl IntoView {
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
     let (tour_step, set_tour_step) = signal(tour::step_from_hash(&location_hash()));
+    // presenter mode: larger type, full-width pictures, fewer controls; `?present` in the URL
+    let (present, set_present) = signal(
+        web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .is_some_and(|q| q.trim_start_matches('?').split('&').any(|p| p == "present")),
+    );
+    Effect::new(move |_| {
+        let on = present.get();
+        if let Some(root) = document().document_element() {
+            let _ = root.class_list().toggle_with_force("present", on);
+        }
+        if let Some(w) = web_sys::window() {
+            let url = format!(
+                "{}{}{}",
+                w.location().pathname().unwrap_or_default(),
+                if on { "?present" } else { "" },
+                location_hash()
+            );
+            if let Ok(h) = w.history() {
+                let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
+            }
+        }
+    });
 
     // Load an already-uploaded image (permalink, back/forward).
     let open_id = move |target: View| {
@@ -133,6 +156,9 @@ fn App() -> impl IntoView {
             <h1>"zfvis"</h1>
             <span class="tagline">"see inside ZFNet (Zeiler & Fergus, 2013)"</span>
             <a class="tour-start" id="tour-start" href="#/tour/1" title="a guided walk through the paper, for a projector">"▶ classroom tour"</a>
+            <button class="present-toggle" id="present-toggle" aria-pressed=move || present.get().to_string()
+                title="large type and full-width pictures for a projector (link: ?present)"
+                on:click=move |_| set_present.update(|p| *p = !*p)>"presenter mode"</button>
             <Suspense fallback=|| view! { <span class="model">"loading model…"</span> }>
                 {move || model.get().map(|m| match m {
                     Ok(m) => view! { <ModelBadge info=m /> }.into_any(),
