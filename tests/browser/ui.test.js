@@ -308,6 +308,13 @@ test('an occlusion sweep shows live progress, then its three maps with a class l
   const { page, errors } = await openPage();
   await page.setInputFiles('#file-input', path.join(ROOT, 'web', 'assets', 'demo', 'dog.jpg'));
   await page.locator('#occ-start').waitFor({ timeout: 30000 });
+  // the panel is far below the map grid: one click on the sticky section bar brings it up
+  await page.locator('#map-grid .map').first().waitFor({ timeout: 30000 });
+  await page.locator('#jump button[data-jump="occlusion"]').click();
+  await page.waitForFunction(() => {
+    const top = document.querySelector('#occlusion').getBoundingClientRect().top;
+    return top >= 0 && top < 200;
+  }, null, { timeout: 5000 });
   await page.selectOption('#occ-stride', '16');
   await page.selectOption('#occ-size', '32');
   // record every progress value the page shows while the sweep runs

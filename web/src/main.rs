@@ -187,8 +187,20 @@ fn App() -> impl IntoView {
                 {move || image.get().map(|img| view! { <Predictions image=img /> })}
             </section>
         </main>
+        <Show when=move || image.get().is_some()>
+            <nav class="jump" id="jump" aria-label="sections">
+                {[("explorer", "feature maps"), ("occlusion", "occlusion"), ("invariance", "invariance"), ("correspondence", "correspondence")]
+                    .into_iter().map(|(id, label)| view! {
+                        <button data-jump=id on:click=move |_| {
+                            if let Some(el) = document().get_element_by_id(id) {
+                                el.scroll_into_view();
+                            }
+                        }>{label}</button>
+                    }).collect_view()}
+            </nav>
+        </Show>
         <Show when=move || view.get().is_some()>
-            <section class="panel explorer">
+            <section class="panel explorer" id="explorer">
                 <Explorer view=view set_view=set_view />
             </section>
         </Show>
