@@ -53,6 +53,11 @@ pub fn activation(id: &str, layer: &str, map: usize) -> String {
     format!("/api/images/{id}/activation/{layer}/{map}")
 }
 
+/// [`activation`] drawn on the layer's shared scale (0 → the layer's strongest activation).
+pub fn activation_shared(id: &str, layer: &str, map: usize) -> String {
+    format!("/api/images/{id}/activation/{layer}/{map}?scale=layer")
+}
+
 /// The deconvnet projection of a map (or of `unit`, `(x, y)`; default the strongest).
 pub fn projection(
     id: &str,

@@ -188,6 +188,12 @@ test('pick a layer and a map: heatmap, projection, patch and receptive field; pe
   const id = (await page.evaluate(() => location.hash)).split('/')[1];
   const acts = await (await fetch(`${url}api/images/${id}/layers/conv2`)).json();
   const strongest = acts.max.indexOf(Math.max(...acts.max));
+  // thumbnails share the layer's scale by default (a dim tile is a weak map); the switch stretches each
+  assert.match(await page.locator('#map-grid .map img').first().getAttribute('src'), /scale=layer/);
+  await page.locator('#shared-scale').uncheck();
+  await page.waitForFunction(() => !/scale=layer/.test(document.querySelector('#map-grid .map img').getAttribute('src')));
+  assert.match(await page.locator('#grid-facts').textContent(), /own maximum/);
+  await page.locator('#shared-scale').check();
   assert.equal(await page.locator('#map-grid .map').first().getAttribute('data-map'), String(strongest));
 
   await page.locator('#map-grid .map').first().click();

@@ -98,6 +98,7 @@ pub fn Explorer(
     let mode = Memo::new(move |_| view.get().map(|v| v.mode).unwrap_or_default());
     let unit = Memo::new(move |_| view.get().and_then(|v| v.unit));
     let (sorted, set_sorted) = signal(true);
+    let (shared, set_shared) = signal(true);
     // a map opened from the grid (far below) or by a link scrolls its view into sight
     Effect::new(move |previous: Option<Option<usize>>| {
         let now = map.get();
@@ -136,6 +137,11 @@ pub fn Explorer(
                     on:change=move |ev| set_sorted.set(event_target_checked(&ev)) />
                 " strongest first"
             </label>
+            <label class="sort">
+                <input type="checkbox" id="shared-scale" prop:checked=move || shared.get()
+                    on:change=move |ev| set_shared.set(event_target_checked(&ev)) />
+                " one scale for all maps"
+            </label>
         </div>
         <Show when=move || map.get().is_some()>
             <MapView image=image layer=layer map=map mode=mode unit=unit
@@ -163,11 +169,19 @@ pub fn Explorer(
                     }
                     let top = acts.max.iter().cloned().fold(0f32, f32::max);
                     view! {
-                        <p class="meta">{format!("{}: {} feature maps of {}×{}; brightest thumbnail = strongest map ({top:.3})",
-                            acts.layer, acts.max.len(), acts.map_shape[0], acts.map_shape[1])}</p>
+                        <p class="meta" id="grid-facts">{if shared.get() {
+                            format!("{}: {} feature maps of {}×{}, all on one scale: a dim thumbnail is a weak map", acts.layer, acts.max.len(), acts.map_shape[0], acts.map_shape[1])
+                        } else {
+                            format!("{}: {} feature maps of {}×{}, each stretched to its own maximum (brightness does not compare)", acts.layer, acts.max.len(), acts.map_shape[0], acts.map_shape[1])
+                        }}</p>
+                        {shared.get().then(|| view! { <ColourBar lo="0".to_string() hi=format!("{top:.3}") /> })}
                         <div class="maps" id="map-grid">
                             {order.into_iter().map(|m| {
-                                let src = zfvis_api::paths::activation(&image, &acts.layer, m);
+                                let src = if shared.get() {
+                                    zfvis_api::paths::activation_shared(&image, &acts.layer, m)
+                                } else {
+                                    zfvis_api::paths::activation(&image, &acts.layer, m)
+                                };
                                 let strength = acts.max[m];
                                 view! {
                                     <button class="map" data-map=m title=format!("map {m}: max {strength:.3}")

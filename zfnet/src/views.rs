@@ -121,8 +121,9 @@ pub fn unit_box(model: &LoadedModel, layer: usize, unit: (usize, usize)) -> Pixe
     receptive_field(model.net.arch, layer).unit_box(unit.0, unit.1)
 }
 
-/// The activation map as a viridis heatmap, one pixel per unit.
-pub fn activation_image(trace: &Trace, layer: usize, map: usize) -> Result<RgbImage> {
+/// The activation map as a viridis heatmap, one pixel per unit: 0 → the map's own maximum, or with
+/// `shared` the layer's strongest activation (so maps compare by brightness).
+pub fn activation_image(trace: &Trace, layer: usize, map: usize, shared: bool) -> Result<RgbImage> {
     let (_, h, w) = check_map(trace, layer, map)?;
     let plane = trace.convs[layer]
         .activation
@@ -131,7 +132,13 @@ pub fn activation_image(trace: &Trace, layer: usize, map: usize) -> Result<RgbIm
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1::<f32>()?;
-    Ok(crate::render::heatmap_image(&plane, h, w, None))
+    let top = if shared {
+        let (maxima, _) = layer_maxima(trace, layer)?;
+        Some(maxima.iter().fold(0f32, |m, &v| m.max(v)))
+    } else {
+        None
+    };
+    Ok(crate::render::heatmap_image(&plane, h, w, top))
 }
 
 /// One unit (`Some`) or the whole map (`None`) taken back to pixels by `rule` (the deconvnet, the

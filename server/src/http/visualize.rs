@@ -136,12 +136,35 @@ struct PictureQuery {
     crop: Option<bool>,
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ActivationQuery {
+    /// `map` (default): 0 → this map's maximum; `layer`: 0 → the strongest activation of the whole
+    /// layer, so thumbnails compare across maps.
+    scale: Option<String>,
+}
+
 /// The activation map as a viridis heatmap, one pixel per unit.
 #[utoipa::path(get, path = "/api/images/{id}/activation/{layer}/{map}", tag = "visualize",
-    params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path)),
-    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = ApiError)))]
-async fn activation_png(at: MapParam, stored: StoredParam) -> Result<Response, AppError> {
-    let img = views::activation_image(&stored.image.trace, at.layer, at.map)?;
+    params(("id" = String, Path), ("layer" = String, Path), ("map" = usize, Path), ActivationQuery),
+    responses((status = 200, content_type = "image/png", description = "PNG"), (status = 404, body = ApiError),
+        (status = 422, body = ApiError)))]
+async fn activation_png(
+    Q(q): Q<ActivationQuery>,
+    at: MapParam,
+    stored: StoredParam,
+) -> Result<Response, AppError> {
+    let shared = match q.scale.as_deref() {
+        None | Some("map") => false,
+        Some("layer") => true,
+        Some(other) => {
+            return Err(AppError::new(
+                ErrorCode::BadQuery,
+                format!("scale must be map or layer, not \"{other}\""),
+            ))
+        }
+    };
+    let img = views::activation_image(&stored.image.trace, at.layer, at.map, shared)?;
     Ok(png_response(zfnet::render::png(&img)))
 }
 

@@ -64,6 +64,30 @@ async fn every_layer_projects_in_both_modes_and_matches_the_library() {
             assert!(rf.x0 < rf.x1 && rf.y0 < rf.y1 && rf.x1 <= 224 && rf.y1 <= 224);
 
             let heat = get_png(&client, &format!("{}{}", server.url, v.activation_url)).await;
+            // on the layer's shared scale the strongest map looks the same, a weaker one dimmer
+            let shared = get_png(
+                &client,
+                &format!("{}{}?scale=layer", server.url, v.activation_url),
+            )
+            .await;
+            assert!(
+                shared == heat,
+                "conv{layer}: the strongest map is its layer's scale"
+            );
+            let weakest = (0..acts.max.len())
+                .min_by(|&a, &b| acts.max[a].total_cmp(&acts.max[b]))
+                .unwrap();
+            if acts.max[weakest] > 0.0 && acts.max[weakest] < 0.5 * acts.max[map] {
+                let url = zfvis_api::paths::activation(&image.id, &layer_name, weakest);
+                let own = get_png(&client, &format!("{}{url}", server.url)).await;
+                let dim = get_png(&client, &format!("{}{url}?scale=layer", server.url)).await;
+                let brightest =
+                    |img: &image::RgbImage| img.pixels().map(|p| p.0[1] as u32).max().unwrap_or(0);
+                assert!(
+                    brightest(&dim) < brightest(&own),
+                    "conv{layer} map {weakest}: not dimmer"
+                );
+            }
             assert_eq!(
                 heat.dimensions(),
                 (sides[layer - 1] as u32, sides[layer - 1] as u32)
@@ -240,6 +264,11 @@ async fn visualize_errors_are_json() {
             format!("/api/images/{}/projection/conv3/48", image.id),
             404,
             "map_out_of_range",
+        ),
+        (
+            format!("/api/images/{}/activation/conv3/4?scale=global", image.id),
+            422,
+            "bad_query",
         ),
     ];
     common::expect_get_errors(&client, &server.url, &cases).await;
