@@ -343,6 +343,12 @@ test('an occlusion sweep shows live progress, then its three maps with a class l
   // probability on the absolute 0–100% scale, with its colour bar
   assert.match(await page.locator('#occ-probability-caption').textContent(), /absolute scale/);
   assert.equal(await page.locator('.occ-maps .colourbar').nth(1).getAttribute('aria-label'), 'colour scale from 0% (dark) to 100% (yellow)');
+  // the stretched view is an option, and says so
+  await page.locator('#occ-stretch').check();
+  await page.waitForFunction(() => /probability-stretched\.png$/.test(document.querySelector('#occ-probability').getAttribute('src')));
+  await imageLoaded(page, '#occ-probability');
+  assert.match(await page.locator('#occ-probability-caption').textContent(), /STRETCHED/);
+  await page.locator('#occ-stretch').uncheck();
   await page.screenshot({ path: path.join(ARTIFACTS, 'occlusion.png'), fullPage: true });
   assert.deepEqual(errors, []);
   await page.close();

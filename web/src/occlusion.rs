@@ -187,6 +187,15 @@ fn OcclusionMaps(result: OcclusionResponse, input: String) -> impl IntoView {
     };
     let (a_lo, a_hi) = range(&r.activation);
     let (p_lo, p_hi) = range(&r.probability);
+    let (stretch, set_stretch) = signal(false);
+    let p_url = r.probability_url.clone();
+    let p_src = move || {
+        if stretch.get() {
+            p_url.replace("probability.png", "probability-stretched.png")
+        } else {
+            p_url.clone()
+        }
+    };
     view! {
         <details class="explain">
             <summary>"What am I looking at?"</summary>
@@ -206,9 +215,25 @@ fn OcclusionMaps(result: OcclusionResponse, input: String) -> impl IntoView {
                 <a class="download" href=r.activation_url.clone() download=format!("occlusion-conv5-{}.png", r.strongest_map)>"download PNG"</a>
             </figure>
             <figure>
-                {overlay(r.probability_url.clone(), "occ-probability", "class probability")}
-                <figcaption id="occ-probability-caption">{format!("(b) p({}) with the square at each place, on the absolute scale (here {:.1}% to {:.1}%)", r.class_label, p_lo * 100.0, p_hi * 100.0)}</figcaption>
-                <ColourBar lo="0%".to_string() hi="100%".to_string() />
+                <div class="stage">
+                    <img class="input" src=input.clone() alt="network input" />
+                    <img class="overlay pixelated" src=p_src alt="class probability" id="occ-probability" />
+                </div>
+                <figcaption id="occ-probability-caption">{
+                    let name = r.class_label.clone();
+                    move || if stretch.get() {
+                        format!("(b) p({name}) with the square at each place, STRETCHED from its lowest {:.1}% (dark) to its highest {:.1}% (bright): small changes look large", p_lo * 100.0, p_hi * 100.0)
+                    } else {
+                        format!("(b) p({name}) with the square at each place, on the absolute scale (here {:.1}% to {:.1}%)", p_lo * 100.0, p_hi * 100.0)
+                    }
+                }</figcaption>
+                {move || if stretch.get() {
+                    view! { <ColourBar lo=format!("{:.1}%", p_lo * 100.0) hi=format!("{:.1}%", p_hi * 100.0) /> }
+                } else {
+                    view! { <ColourBar lo="0%".to_string() hi="100%".to_string() /> }
+                }}
+                <label class="sort"><input type="checkbox" id="occ-stretch" prop:checked=move || stretch.get()
+                    on:change=move |ev| set_stretch.set(event_target_checked(&ev)) />" stretch to its range"</label>
                 <a class="download" href=r.probability_url.clone() download="occlusion-probability.png">"download PNG"</a>
             </figure>
             <figure>

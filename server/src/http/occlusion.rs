@@ -172,6 +172,7 @@ async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) 
             let pictures = SweepPictures {
                 activation: zfnet::render::png(&pics.activation),
                 probability: zfnet::render::png(&pics.probability),
+                probability_stretched: zfnet::render::png(&pics.probability_stretched),
                 classes: zfnet::render::png(&pics.classes),
             };
             job.state
@@ -360,7 +361,8 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// The sweep's maps as PNG: `activation.png` (a), `probability.png` (b), `classes.png` (c).
+/// The sweep's maps as PNG: `activation.png` (a), `probability.png` (b, absolute 0–1),
+/// `probability-stretched.png` (b, from its minimum to its maximum), `classes.png` (c).
 #[utoipa::path(get, path = "/api/images/{id}/occlusion/{key}/{picture}", tag = "occlusion",
     params(("id" = String, Path), ("key" = String, Path), ("picture" = String, Path)),
     responses((status = 200, content_type = "image/png", description = "PNG, one pixel per grid cell"),
@@ -383,7 +385,7 @@ async fn picture(
     let bytes = pictures.get(&picture).ok_or_else(|| {
         AppError::new(
             ErrorCode::UnknownPicture,
-            format!("no picture '{picture}': activation.png, probability.png or classes.png"),
+            format!("no picture '{picture}': activation.png, probability.png, probability-stretched.png or classes.png"),
         )
     })?;
     Ok(([(header::CONTENT_TYPE, "image/png")], bytes.to_vec()).into_response())

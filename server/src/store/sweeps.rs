@@ -34,15 +34,18 @@ pub enum SweepState {
 pub struct SweepPictures {
     pub activation: Vec<u8>,
     pub probability: Vec<u8>,
+    pub probability_stretched: Vec<u8>,
     pub classes: Vec<u8>,
 }
 
 impl SweepPictures {
-    /// `activation.png`, `probability.png` or `classes.png`.
+    /// `activation.png`, `probability.png` (absolute 0–1), `probability-stretched.png` (min → max)
+    /// or `classes.png`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         match name {
             "activation.png" => Some(&self.activation),
             "probability.png" => Some(&self.probability),
+            "probability-stretched.png" => Some(&self.probability_stretched),
             "classes.png" => Some(&self.classes),
             _ => None,
         }

@@ -113,6 +113,17 @@ async fn sweep_results_progress_and_errors() {
             assert_eq!((img.width(), img.height()), (4, 4), "{png}");
         }
     }
+    let stretched = client
+        .get(format!(
+            "{}{}",
+            server.url,
+            r.probability_url
+                .replace("probability.png", "probability-stretched.png")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stretched.status(), StatusCode::OK);
     // the same parameters again: cached, answered at once
     let resp = client
         .post(&url)

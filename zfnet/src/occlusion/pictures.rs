@@ -9,7 +9,10 @@ use image::RgbImage;
 /// The three maps of a sweep, one pixel per grid cell.
 pub struct SweepPictures {
     pub activation: RgbImage,
+    /// On the absolute scale 0 → 1.
     pub probability: RgbImage,
+    /// Stretched from the grid's own minimum to its maximum (small changes made visible; label it).
+    pub probability_stretched: RgbImage,
     pub classes: RgbImage,
 }
 
@@ -36,6 +39,7 @@ pub fn pictures(r: &OcclusionResult) -> SweepPictures {
     SweepPictures {
         activation: min_max_heatmap(&r.activation, g),
         probability: crate::render::heatmap_range(&r.probability, g, g, 0.0, 1.0),
+        probability_stretched: min_max_heatmap(&r.probability, g),
         classes: RgbImage::from_fn(g as u32, g as u32, |x, y| {
             image::Rgb(class_color(
                 r.top_class[y as usize * g + x as usize] as usize,
@@ -85,6 +89,14 @@ mod tests {
         assert!(near_top(p.get_pixel(0, 0)) && near_top(p.get_pixel(0, 1)));
         let bottom = colorous::VIRIDIS.eval_continuous(0.0);
         assert_eq!(p.get_pixel(1, 1).0, [bottom.r, bottom.g, bottom.b]);
+        // the stretched variant spreads 99.8–100% over the whole range
+        let narrow = OcclusionResult {
+            probability: vec![0.998, 0.999, 1.0, 0.9985],
+            ..r.clone()
+        };
+        let s = pictures(&narrow).probability_stretched;
+        assert!(near_top(s.get_pixel(0, 1)));
+        assert_eq!(s.get_pixel(0, 0).0, [bottom.r, bottom.g, bottom.b]);
     }
 
     #[test]
