@@ -461,6 +461,11 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
         `shifted up to 60 px it stays between ${pct(Math.min(...shift.probability))}% and ${pct(Math.max(...shift.probability))}%; ` +
         `turned, it falls as low as ${pct(Math.min(...turn.probability))}%.`);
     }],
+    ['11 · Correspondence', async () => {
+      // this server probes the demo photos, not Imagenette: the paper's table, labelled as such
+      await page.locator('#tour-corr-paper tbody tr').nth(3).waitFor({ timeout: 60000 });
+      assert.match(await page.locator('#tour-corr-missing').textContent(), /The paper's Table 1/);
+    }],
   ];
   for (let i = 0; i < expectations.length; i++) {
     const [title, check] = expectations[i];
@@ -474,9 +479,9 @@ test('the classroom tour steps through the paper with the keyboard, on a 1080p p
   }
   await assertAccessible(page, 'the tour');
   // at the end, the arrow stays on the last step; left goes back; Esc leaves
-  assert.equal(await page.evaluate(() => location.hash), '#/tour/10');
+  assert.equal(await page.evaluate(() => location.hash), '#/tour/11');
   await page.keyboard.press('ArrowLeft');
-  await page.waitForFunction(() => location.hash === '#/tour/9');
+  await page.waitForFunction(() => location.hash === '#/tour/10');
   // the title font is large enough for the back of a room
   const size = await page.evaluate(() => parseFloat(getComputedStyle(document.querySelector('#tour-title')).fontSize));
   assert.ok(size >= 48, `title ${size}px`);

@@ -13,9 +13,9 @@ use zfvis_api::{
 };
 
 #[derive(Clone, Debug, PartialEq)]
-struct Img {
-    id: String,
-    input_url: String,
+pub struct Img {
+    pub id: String,
+    pub input_url: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +64,8 @@ async fn demo(name: &str) -> api::ApiResult<Img> {
     })
 }
 
-async fn preset() -> api::ApiResult<(Vec<Img>, Vec<CorrespondencePart>)> {
+/// Opens the paper's set-up from the probe set: the images' ids and input URLs, and the parts.
+pub async fn preset() -> api::ApiResult<(Vec<Img>, Vec<CorrespondencePart>)> {
     let p: CorrespondencePreset =
         api::get_json(zfvis_api::paths::templates::CORRESPONDENCE_PRESET).await?;
     let mut images = Vec::new();
@@ -257,7 +258,7 @@ pub fn CorrespondencePanel(image: ImageResponse) -> impl IntoView {
 }
 
 #[component]
-fn DeltaTable(r: CorrespondenceResponse) -> impl IntoView {
+pub fn DeltaTable(r: CorrespondenceResponse) -> impl IntoView {
     let cell = |m: f32, s: f32| format!("{m:.3} ± {s:.3}");
     let rows = r
         .rows

@@ -8,7 +8,7 @@ use zfvis_api::{
     OcclusionResponse, OcclusionStatus, TopActivations, VisualizeResponse,
 };
 
-pub const STEPS: usize = 10;
+pub const STEPS: usize = 11;
 const DEMO: &str = "dog.jpg";
 
 /// `#/tour/N` → step N (1-based).
@@ -44,6 +44,7 @@ const TEXT: [Step; STEPS] = [
     Step { title: "8 · Occlusion", text: "Hide one part of the photo with a grey square at a time: where the class probability drops, the network was looking there (paper Fig. 7)." },
     Step { title: "9 · Three ways back", text: "The deconvnet is one of three ways to take a unit back to pixels; the gradient and guided backpropagation differ from it only in what they do at each ReLU on the way down." },
     Step { title: "10 · Invariance", text: "Shift, zoom and turn the photo and measure how far the features move: layer 1 jumps at the smallest shift, layer 7 grows gradually, as the paper found (Fig. 5); the probability shows what the answer survives." },
+    Step { title: "11 · Correspondence", text: "Hide the same part (an eye, the nose) in five dog photos: if the features change the same way each time, the network has found that part in every photo without being told about parts (paper Fig. 8, Table 1)." },
 ];
 
 #[component]
@@ -308,6 +309,53 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                     {move || curves.get().map(|r| match r {
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(r) => invariance_view(r).into_any(),
+                    })}
+                </Suspense>
+            }
+            .into_any()
+        }
+        11 => {
+            let table = LocalResource::new(|| async {
+                let (images, parts) = crate::correspondence::preset().await?;
+                let request = zfvis_api::CorrespondenceRequest {
+                    images: images.iter().map(|i| i.id.clone()).collect(),
+                    parts,
+                    repetitions: Some(10),
+                    seed: None,
+                };
+                let r: api::ApiResult<zfvis_api::CorrespondenceResponse> =
+                    match api::post_json::<
+                        zfvis_api::CorrespondenceResponse,
+                        zfvis_api::CorrespondenceResponse,
+                    >(&zfvis_api::paths::correspondence(), &request)
+                    .await?
+                    {
+                        api::Started::Done(r) | api::Started::Accepted(r) => Ok(r),
+                    };
+                r.map(|r| (images, r))
+            });
+            view! {
+                <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"masking eyes and noses in five photos (65 forward passes)…"</div> }>
+                    {move || table.get().map(|r| match r {
+                        // without Imagenette as the probe set: the paper's own table, said to be the paper's
+                        Err(e) => view! {
+                            <p class="tour-caption" id="tour-corr-missing">{format!("Not measurable on this server ({e}). The paper's Table 1 (lower = more consistent):")}</p>
+                            <table class="delta tour-table" id="tour-corr-paper">
+                                <thead><tr><th>"masked"</th><th>"Δ layer 5"</th><th>"Δ layer 7"</th></tr></thead>
+                                <tbody>
+                                    <tr><td>"right eye"</td><td>"0.067 ± 0.007"</td><td>"0.069 ± 0.015"</td></tr>
+                                    <tr><td>"left eye"</td><td>"0.069 ± 0.007"</td><td>"0.068 ± 0.013"</td></tr>
+                                    <tr><td>"nose"</td><td>"0.079 ± 0.017"</td><td>"0.069 ± 0.011"</td></tr>
+                                    <tr><td>"random"</td><td>"0.107 ± 0.017"</td><td>"0.073 ± 0.014"</td></tr>
+                                </tbody>
+                            </table>
+                        }.into_any(),
+                        Ok((images, r)) => view! {
+                            <div class="tour-row" id="tour-corr-images">
+                                {images.into_iter().map(|i| view! { <img class="tour-thumb" src=i.input_url alt="probe photo" /> }).collect_view()}
+                            </div>
+                            <div class="tour-table" id="tour-corr-table"><crate::correspondence::DeltaTable r=r /></div>
+                        }.into_any(),
                     })}
                 </Suspense>
             }
