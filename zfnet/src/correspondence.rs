@@ -27,6 +27,7 @@
 
 use crate::arch::INPUT_SIZE;
 use crate::model::ZfNet;
+use crate::ops::host_rows;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -163,12 +164,7 @@ type Rows = Vec<Vec<f32>>;
 /// conv5 pooled and fc7 of a batch.
 fn features(net: &ZfNet, batch: &Tensor) -> Result<(Rows, Rows)> {
     let trace = net.forward_trace(batch)?;
-    let rows = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
-        Ok(t.flatten_from(1)?
-            .to_device(&Device::Cpu)?
-            .to_vec2::<f32>()?)
-    };
-    Ok((rows(trace.convs[4].output())?, rows(&trace.fc7)?))
+    Ok((host_rows(trace.convs[4].output())?, host_rows(&trace.fc7)?))
 }
 
 /// `data` (`[3, 224, 224]`, normalised) with `b` set to the mean (zero).

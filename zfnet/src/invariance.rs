@@ -30,6 +30,7 @@
 
 use crate::arch::INPUT_SIZE;
 use crate::model::{softmax, ZfNet};
+use crate::ops::host_rows;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -151,15 +152,10 @@ type Features = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 fn features(net: &ZfNet, batch: &Tensor) -> Result<Features> {
     let trace = net.forward_trace(batch)?;
-    let rows = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
-        Ok(t.flatten_from(1)?
-            .to_device(&Device::Cpu)?
-            .to_vec2::<f32>()?)
-    };
     Ok((
-        rows(trace.convs[0].output())?,
-        rows(&trace.fc7)?,
-        rows(&softmax(&trace.logits)?)?,
+        host_rows(trace.convs[0].output())?,
+        host_rows(&trace.fc7)?,
+        host_rows(&softmax(&trace.logits)?)?,
     ))
 }
 

@@ -26,22 +26,26 @@ pub fn is_whole_png(bytes: &[u8]) -> bool {
 /// over that part around zero, so grey is 0 and the strongest value of either sign there reaches
 /// black or white. Pass the whole image's box for the uncropped picture.
 pub fn projection_image(data: &[f32], side: usize, b: PixelBox) -> RgbImage {
+    let peak = box_values(data, side, b).fold(0f32, |m, v| m.max(v.abs()));
+    grey_centred(data, side, b, peak)
+}
+
+/// The values of a `[3, side, side]` image inside `b`, channel by channel, row by row.
+fn box_values(data: &[f32], side: usize, b: PixelBox) -> impl Iterator<Item = f32> + '_ {
+    let (x0, y0, x1, y1) = (b.x0 as usize, b.y0 as usize, b.x1 as usize, b.y1 as usize);
+    (0..3).flat_map(move |c| {
+        (y0..y1).flat_map(move |y| (x0..x1).map(move |x| data[(c * side + y) * side + x]))
+    })
+}
+
+/// The part inside `b` with 0 at grey and `±peak` at white / black (beyond it clipped).
+fn grey_centred(data: &[f32], side: usize, b: PixelBox, peak: f32) -> RgbImage {
     let (x0, y0) = (b.x0 as usize, b.y0 as usize);
     let (w, h) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
-    let plane = side * side;
-    let at = |c: usize, x: usize, y: usize| data[c * plane + (y0 + y) * side + x0 + x];
-    let mut scale = 0f32;
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                scale = scale.max(at(c, x, y).abs());
-            }
-        }
-    }
-    let scale = if scale > 0.0 { 127.0 / scale } else { 0.0 };
+    let scale = if peak > 0.0 { 127.0 / peak } else { 0.0 };
     ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
         Rgb(std::array::from_fn(|c| {
-            (128.0 + at(c, x as usize, y as usize) * scale)
+            (128.0 + data[(c * side + y0 + y as usize) * side + x0 + x as usize] * scale)
                 .round()
                 .clamp(0.0, 255.0) as u8
         }))
@@ -53,12 +57,8 @@ pub fn projection_image(data: &[f32], side: usize, b: PixelBox) -> RgbImage {
 /// receptive fields, and scaled by its single largest value most of it is grey on grey (the
 /// paper's figures are contrast-stretched for display too).
 pub fn projection_image_clipped(data: &[f32], side: usize, b: PixelBox, quantile: f32) -> RgbImage {
-    let (x0, y0) = (b.x0 as usize, b.y0 as usize);
-    let (w, h) = ((b.x1 - b.x0) as usize, (b.y1 - b.y0) as usize);
-    let plane = side * side;
-    let mut mags: Vec<f32> = (0..3)
-        .flat_map(|c| (0..h).flat_map(move |y| (0..w).map(move |x| (c, x, y))))
-        .map(|(c, x, y)| data[c * plane + (y0 + y) * side + x0 + x].abs())
+    let mut mags: Vec<f32> = box_values(data, side, b)
+        .map(f32::abs)
         .filter(|v| *v > 0.0)
         .collect();
     if mags.is_empty() {
@@ -66,14 +66,7 @@ pub fn projection_image_clipped(data: &[f32], side: usize, b: PixelBox, quantile
     }
     let k = ((mags.len() as f32 - 1.0) * quantile.clamp(0.0, 1.0)).round() as usize;
     let (_, q, _) = mags.select_nth_unstable_by(k, f32::total_cmp);
-    let scale = 127.0 / *q;
-    ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
-        Rgb(std::array::from_fn(|c| {
-            (128.0 + data[c * plane + (y0 + y as usize) * side + x0 + x as usize] * scale)
-                .round()
-                .clamp(0.0, 255.0) as u8
-        }))
-    })
+    grey_centred(data, side, b, *q)
 }
 
 /// The share of a whole-map projection's values left unsaturated by

@@ -132,9 +132,15 @@ pub fn activation_image(trace: &Trace, layer: usize, map: usize, shared: bool) -
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1::<f32>()?;
+    // the layer's strongest activation: one reduction, no copy of the layer to the host
     let top = if shared {
-        let (maxima, _) = layer_maxima(trace, layer)?;
-        Some(maxima.iter().fold(0f32, |m, &v| m.max(v)))
+        let act = &trace.convs[layer].activation;
+        Some(
+            act.max_all()?
+                .to_device(&Device::Cpu)?
+                .to_scalar::<f32>()?
+                .max(0.0),
+        )
     } else {
         None
     };

@@ -141,7 +141,7 @@ fn backward_image(
 }
 
 /// The gradient of [`lrn`] at input `x` applied to `grad` (both `[n, c, h, w]`): the formula in
-/// the module docs, outside autograd (the gradient and guided backprop views use it).
+/// the module docs; autograd's backward of [`lrn`] and the gradient / guided-backprop views.
 pub fn lrn_backward(x: &Tensor, grad: &Tensor, p: LrnParams) -> Result<Tensor> {
     if grad.dims() != x.dims() {
         return Err(crate::Error::Shape(format!(
@@ -186,15 +186,9 @@ impl CustomOp1 for LrnOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (data, [_, c, h, w], device) =
-            host_nchw(arg).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let (g, _, _) = host_nchw(grad).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let mut out = vec![0f32; data.len()];
-        out.par_chunks_mut(c * h * w)
-            .zip(data.par_chunks(c * h * w))
-            .zip(g.par_chunks(c * h * w))
-            .for_each(|((o, img), g)| backward_image(img, g, o, c, h * w, self.0));
-        Ok(Some(Tensor::from_vec(out, arg.shape(), &device)?))
+        let g =
+            lrn_backward(arg, grad, self.0).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Some(g))
     }
 }
 

@@ -37,6 +37,13 @@ pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
     Ok((data, [n, c, h, w], x.device().clone()))
 }
 
+/// A batch tensor `[n, …]` as one host row per item (everything after the first axis flattened).
+pub(crate) fn host_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.flatten_from(1)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<f32>()?)
+}
+
 /// Index and value of the largest element; the first one wins ties. `(0, -inf)` for an empty slice.
 pub fn argmax(values: &[f32]) -> (usize, f32) {
     values
