@@ -12,11 +12,13 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// we mean.
 const PLAUSIBLE_DELAYS: std::ops::RangeInclusive<std::os::raw::c_long> = 0..=60_000;
 
-/// For training and indexing: hand freed pages back to the kernel only after they have been
+/// For training, indexing and serving: hand freed pages back to the kernel only after they have been
 /// unused for 10 s. Every step frees and reallocates the same few hundred MB of activations and
 /// gradients, and re-faulting and zeroing them took a quarter of a training step; never purging
 /// (-1) let a long training run grow to 24 GB and be OOM-killed, so memory that is not reused
-/// within a few steps still goes back. The server keeps the default.
+/// within a few steps still goes back. The server too: every forward pass allocates tens of MB
+/// of activations per image, and on the 2-core VMs first-touching fresh pages runs at about
+/// 1 GB/s (measured: a 4.6 MB copy took 4.5 ms), as long as pooling conv1's output.
 pub fn keep_freed_memory() {
     // SAFETY: plain option getters/setters of the linked mimalloc; no pointers involved.
     unsafe {

@@ -233,6 +233,32 @@ impl ZfNet {
         )
     }
 
+    /// Floating-point operations of conv layer `index` on one 224×224 image: 2 per
+    /// multiply-add of the convolution (bias, ReLU, LRN and pooling are not counted).
+    pub fn conv_flops(&self, index: usize) -> u64 {
+        let spec = self.convs[index].spec;
+        let c_in = if index == 0 {
+            3
+        } else {
+            self.convs[index - 1].out_channels()
+        };
+        let side = crate::arch::spatial_sizes(self.arch)[index].0;
+        let macs =
+            self.convs[index].out_channels() * c_in * spec.kernel * spec.kernel * side * side;
+        2 * macs as u64
+    }
+
+    /// Floating-point operations of fc6–fc8 on one image (2 per multiply-add).
+    pub fn head_flops(&self) -> u64 {
+        self.fcs
+            .iter()
+            .map(|f| {
+                let d = f.weight().dims();
+                2 * (d[0] * d[1]) as u64
+            })
+            .sum()
+    }
+
     /// Runs conv layer `index` (0-based) on its input: conv → ReLU → LRN? → pool?.
     pub fn conv_layer(&self, index: usize, x: &Tensor) -> Result<ConvTrace> {
         let conv = &self.convs[index];

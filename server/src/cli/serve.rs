@@ -62,6 +62,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::alloc::keep_freed_memory();
     let device = zfnet::device::parse_device(&args.device)?;
     let model = zfnet::LoadedModel::load(&args.weights, &device).with_context(|| {
         format!(

@@ -119,6 +119,45 @@ fn sgemm(
     }
 }
 
+/// `c = a·b` into the first `n` columns of a row-major `c` whose rows are `ldc` apart.
+fn sgemm_into(
+    (m, n, k): (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+    (c, ldc): (&mut [f32], usize),
+    par: Parallelism,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n) && ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
+        "sgemm operand sizes"
+    );
+    // SAFETY: the asserts above keep every index the kernel touches inside the slices; `c` is
+    // exclusively borrowed and does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// Images whose weight gradients one task sums before the tasks' sums are added in order.
 const IMAGES_PER_GRADIENT_GROUP: usize = 4;
 
@@ -131,32 +170,93 @@ fn inner_parallelism(images: usize) -> Parallelism {
     }
 }
 
-/// One image `[c_in, h, w]` → columns `[c_in·k·k, oh·ow]` (zero where the kernel hangs over the
-/// padding).
-fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
-    let (oh, ow) = g.out_hw();
-    let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    for (r, row) in cols.chunks_mut(oh * ow).enumerate() {
-        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-        for oy in 0..oh {
-            let dst = &mut row[oy * ow..][..ow];
-            let iy = (oy * s + ky) as isize - p;
-            if iy < 0 || iy >= g.h as isize {
-                dst.fill(0.0);
-                continue;
-            }
-            let src = &plane[iy as usize * g.w..][..g.w];
-            for (ox, d) in dst.iter_mut().enumerate() {
-                let ix = (ox * s + kx) as isize - p;
-                *d = if ix >= 0 && (ix as usize) < g.w {
-                    src[ix as usize]
-                } else {
-                    0.0
-                };
+/// The output columns `ox` whose input column `ox·s + kx − p` lies inside `0..w`.
+fn valid_cols(g: &ConvGeometry, kx: usize, ow: usize) -> std::ops::Range<usize> {
+    let (s, p) = (g.stride, g.padding);
+    // first ox with ox·s + kx ≥ p, and one past the last with ox·s + kx − p < w
+    let lo = p.saturating_sub(kx).div_ceil(s).min(ow);
+    let hi = if g.w + p > kx {
+        ((g.w + p - kx - 1) / s + 1).min(ow)
+    } else {
+        0
+    };
+    lo..hi.max(lo)
+}
+
+/// Row `r` (`(ci, ky, kx)`) of one image's columns, for the output positions `positions`
+/// (row-major `oy·ow + ox`): zero where the kernel hangs over the padding.
+#[inline(always)]
+fn im2col_row(
+    x: &[f32],
+    g: &ConvGeometry,
+    r: usize,
+    positions: std::ops::Range<usize>,
+    row: &mut [f32],
+) {
+    let (_, ow) = g.out_hw();
+    let (k, s, p) = (g.k, g.stride, g.padding);
+    let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+    let plane = &x[ci * g.h * g.w..][..g.h * g.w];
+    let valid = valid_cols(g, kx, ow);
+    let mut pos = positions.start;
+    while pos < positions.end {
+        let (oy, ox0) = (pos / ow, pos % ow);
+        let ox1 = ow.min(ox0 + positions.end - pos);
+        let dst = &mut row[pos - positions.start..][..ox1 - ox0];
+        pos += ox1 - ox0;
+        let iy = (oy * s + ky) as isize - p as isize;
+        let (a, b) = (valid.start.clamp(ox0, ox1), valid.end.clamp(ox0, ox1));
+        if iy < 0 || iy >= g.h as isize || a >= b {
+            dst.fill(0.0);
+            continue;
+        }
+        dst[..a - ox0].fill(0.0);
+        dst[b - ox0..].fill(0.0);
+        let src = &plane[iy as usize * g.w..][..g.w];
+        let inner = &mut dst[a - ox0..b - ox0];
+        let first = a * s + kx - p;
+        if s == 1 {
+            inner.copy_from_slice(&src[first..][..inner.len()]);
+        } else {
+            for (d, &v) in inner.iter_mut().zip(src[first..].iter().step_by(s)) {
+                *d = v;
             }
         }
     }
+}
+
+super::simd::dispatch!(fn im2col_row_wide(
+    x: &[f32],
+    g: &ConvGeometry,
+    r: usize,
+    positions: std::ops::Range<usize>,
+    row: &mut [f32],
+) = im2col_row);
+
+/// One image `[c_in, h, w]` → the columns of output positions `positions`
+/// (`[c_in·k·k, positions.len()]`, zero where the kernel hangs over the padding); `threaded`
+/// splits the rows over rayon's threads.
+fn im2col_par(
+    x: &[f32],
+    g: &ConvGeometry,
+    positions: std::ops::Range<usize>,
+    cols: &mut [f32],
+    threaded: bool,
+) {
+    let len = positions.len();
+    if threaded {
+        cols.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(r, row)| im2col_row_wide(x, g, r, positions.clone(), row));
+    } else {
+        for (r, row) in cols.chunks_mut(len).enumerate() {
+            im2col_row_wide(x, g, r, positions.clone(), row);
+        }
+    }
+}
+
+fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
+    im2col_par(x, g, 0..g.cols(), cols, false)
 }
 
 /// The adjoint of [`im2col`]: adds each column entry back onto its input pixel (`out` must be
@@ -183,8 +283,13 @@ fn col2im(cols: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     }
 }
 
+/// Bytes of im2col columns that one GEMM takes at a time: output positions are done in blocks
+/// whose columns stay in L2 (conv1's whole columns are 7 MB; written and read back from memory
+/// they cost as much as its GEMM).
+const COLUMN_BLOCK_BYTES: usize = 1 << 20;
+
 /// `relu(conv(x, weight) + bias)` of one image into `y` (`[c_out, oh·ow]`), using `cols` as the
-/// im2col buffer (`[c_in·k·k, oh·ow]`).
+/// im2col buffer (at most `[c_in·k·k, oh·ow]`), in blocks of output positions.
 pub(crate) fn conv_relu_image(
     x: &[f32],
     weight: &[f32],
@@ -194,27 +299,40 @@ pub(crate) fn conv_relu_image(
     y: &mut [f32],
     threaded: bool,
 ) {
-    cols.resize(g.rows() * g.cols(), 0.0);
-    im2col(x, g, cols);
+    let (rows, total) = (g.rows(), g.cols());
+    let block = (COLUMN_BLOCK_BYTES / (4 * rows)).max(256).min(total.max(1));
     let par = if threaded {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    sgemm(
-        (g.c_out, g.cols(), g.rows()),
-        Mat::rows(weight, g.rows()),
-        Mat::rows(cols, g.cols()),
-        y,
-        false,
-        par,
-    );
-    for (row, &b) in y.chunks_mut(g.cols()).zip(bias) {
+    for start in (0..total).step_by(block) {
+        let positions = start..(start + block).min(total);
+        let len = positions.len();
+        cols.resize(rows * len, 0.0);
+        im2col_par(x, g, positions, &mut cols[..rows * len], threaded);
+        sgemm_into(
+            (g.c_out, len, rows),
+            Mat::rows(weight, rows),
+            Mat::rows(&cols[..rows * len], len),
+            (&mut y[start..], total),
+            par,
+        );
+    }
+    bias_relu_wide(y, bias, total);
+}
+
+/// `y[c] = max(y[c] + bias[c], 0)` over rows of `len` values.
+#[inline(always)]
+fn bias_relu(y: &mut [f32], bias: &[f32], len: usize) {
+    for (row, &b) in y.chunks_mut(len).zip(bias) {
         for v in row {
             *v = (*v + b).max(0.0);
         }
     }
 }
+
+super::simd::dispatch!(fn bias_relu_wide(y: &mut [f32], bias: &[f32], len: usize) = bias_relu);
 
 /// `relu(conv(x, weight) + bias)` for `n` images of contiguous NCHW data.
 pub fn conv_relu_host(
@@ -521,6 +639,80 @@ mod tests {
             assert!(gradients(threads)? == one, "{threads} threads");
         }
         Ok(())
+    }
+
+    /// Every column entry read straight from its definition.
+    fn im2col_reference(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let (oh, ow) = g.out_hw();
+        let mut out = Vec::with_capacity(g.rows() * oh * ow);
+        for r in 0..g.rows() {
+            let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+                    let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                    let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                    out.push(if inside {
+                        x[ci * g.h * g.w + iy as usize * g.w + ix as usize]
+                    } else {
+                        0.0
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The branch-free copy equals the definition for paddings wider than the kernel offset,
+    /// strides 1–4, inputs narrower than the padding, and with and without threads.
+    #[test]
+    fn im2col_equals_its_definition() {
+        for (k, stride, padding, h, w) in [
+            (7, 2, 1, 23, 17),
+            (3, 1, 1, 5, 5),
+            (5, 2, 0, 13, 12),
+            (11, 4, 2, 27, 30),
+            (3, 3, 2, 4, 1),
+            (5, 1, 4, 3, 2),
+            (1, 1, 0, 2, 3),
+        ] {
+            let g = ConvGeometry {
+                c_in: 2,
+                c_out: 1,
+                k,
+                stride,
+                padding,
+                h,
+                w,
+            };
+            let x = seeded(g.input_len(), 9);
+            let want = im2col_reference(&x, &g);
+            for threaded in [false, true] {
+                let mut got = vec![f32::NAN; g.rows() * g.cols()];
+                im2col_par(&x, &g, 0..g.cols(), &mut got, threaded);
+                assert!(
+                    got == want,
+                    "k {k} stride {stride} padding {padding} {h}×{w}"
+                );
+                // any block of positions is the same columns' slice
+                let cols = g.cols();
+                for block in [(0, cols.min(3)), (cols / 3, cols), (cols / 2, cols / 2 + 1)] {
+                    let len = block.1 - block.0;
+                    let mut part = vec![f32::NAN; g.rows() * len];
+                    im2col_par(&x, &g, block.0..block.1, &mut part, threaded);
+                    for (r, row) in part.chunks(len.max(1)).enumerate().take(if len == 0 {
+                        0
+                    } else {
+                        g.rows()
+                    }) {
+                        assert!(
+                            row == &want[r * cols + block.0..][..len],
+                            "block {block:?} row {r}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

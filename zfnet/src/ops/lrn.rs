@@ -40,6 +40,7 @@ impl LrnParams {
     };
 
     /// `d^−beta`, with a fast path for the paper's 0.75 (`powf` dominates the op otherwise).
+    #[inline(always)]
     fn pow_neg_beta(&self, d: f32) -> f32 {
         if self.beta == 0.75 {
             let r = d.sqrt();
@@ -56,39 +57,70 @@ pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
     super::apply_on_host(x, LrnOp(p))
 }
 
-/// `D` for every element of one image `[c, plane]`: a running sum of squares over the channel
-/// window per pixel, so the cost is O(c·plane) whatever the window size.
-fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
-    let (before, after) = (p.size / 2, (p.size - 1) / 2);
-    let scale = p.alpha / p.size as f32;
-    let mut window = vec![0f32; plane];
-    let mut out = vec![0f32; c * plane];
-    let add = |window: &mut [f32], ch: usize, sign: f32| {
-        for (s, &a) in window.iter_mut().zip(&img[ch * plane..(ch + 1) * plane]) {
-            *s += sign * a * a;
+/// `Σ a²` over channel `ch`'s window, for every pixel of one image `[c, plane]`, into `sums`.
+/// Summed directly (at most `size` planes), in the same order wherever it is used, so the full
+/// forward, the occlusion patches and the backward pass agree to the bit.
+#[inline(always)]
+fn window_sums(img: &[f32], ch: usize, c: usize, plane: usize, p: LrnParams, sums: &mut Vec<f32>) {
+    let lo = ch.saturating_sub(p.size / 2);
+    let hi = (ch + (p.size - 1) / 2).min(c - 1);
+    sums.clear();
+    sums.resize(plane, 0.0);
+    for q in lo..=hi {
+        for (s, &a) in sums.iter_mut().zip(&img[q * plane..][..plane]) {
+            *s += a * a;
         }
-    };
-    for ch in 0..after.min(c) {
-        add(&mut window, ch, 1.0);
     }
-    for ch in 0..c {
-        if ch + after < c {
-            add(&mut window, ch + after, 1.0);
-        }
-        for (d, &s) in out[ch * plane..(ch + 1) * plane].iter_mut().zip(&window) {
+}
+
+/// `D` for every element of one image `[c, plane]`.
+fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
+    let scale = p.alpha / p.size as f32;
+    let mut sums = Vec::with_capacity(plane);
+    let mut out = vec![0f32; c * plane];
+    for (ch, d) in out.chunks_mut(plane).enumerate() {
+        window_sums(img, ch, c, plane, p, &mut sums);
+        for (d, &s) in d.iter_mut().zip(&sums) {
             *d = p.k + scale * s;
-        }
-        if ch >= before {
-            add(&mut window, ch - before, -1.0);
         }
     }
     out
 }
 
+/// Channel `ch` of one image's LRN output into `out` (`plane` values); `sums` is scratch space.
+#[inline(always)]
+fn forward_channel(
+    img: &[f32],
+    ch: usize,
+    (c, plane): (usize, usize),
+    p: LrnParams,
+    sums: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let scale = p.alpha / p.size as f32;
+    window_sums(img, ch, c, plane, p, sums);
+    for ((o, &a), &s) in out
+        .iter_mut()
+        .zip(&img[ch * plane..][..plane])
+        .zip(sums.iter())
+    {
+        *o = a * p.pow_neg_beta(p.k + scale * s);
+    }
+}
+
+super::simd::dispatch!(fn forward_channel_wide(
+    img: &[f32],
+    ch: usize,
+    shape: (usize, usize),
+    p: LrnParams,
+    sums: &mut Vec<f32>,
+    out: &mut [f32],
+) = forward_channel);
+
 pub(crate) fn forward_image(img: &[f32], out: &mut [f32], c: usize, plane: usize, p: LrnParams) {
-    let d = denominators(img, c, plane, p);
-    for ((o, &a), &d) in out.iter_mut().zip(img).zip(&d) {
-        *o = a * p.pow_neg_beta(d);
+    let mut sums = Vec::with_capacity(plane);
+    for (ch, o) in out.chunks_mut(plane).enumerate() {
+        forward_channel_wide(img, ch, (c, plane), p, &mut sums, o);
     }
 }
 
@@ -173,10 +205,15 @@ impl CustomOp1 for LrnOp {
             _ => candle_core::bail!("lrn: contiguous f32 input expected"),
         };
         let (_, c, h, w) = l.shape().dims4()?;
+        let (plane, p) = (h * w, self.0);
         let mut out = vec![0f32; data.len()];
-        out.par_chunks_mut(c * h * w)
-            .zip(data.par_chunks(c * h * w))
-            .for_each(|(o, img)| forward_image(img, o, c, h * w, self.0));
+        // one task per channel plane, so a lone image uses every thread
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each_init(Vec::new, |sums, (i, o)| {
+                let img = &data[(i / c) * c * plane..][..c * plane];
+                forward_channel_wide(img, i % c, (c, plane), p, sums, o)
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 

@@ -86,6 +86,68 @@ fn pool_plane(
     }
 }
 
+/// [`pool_plane`] for ZFNet's and AlexNet's 3×3 stride-2 windows on planes without NaN, in a
+/// form that vectorises. Each input row is split into its even and odd columns (padded with
+/// −∞ past the edge, which never wins), so the three columns of window `ox` are `even[ox]`,
+/// `odd[ox]`, `even[ox + 1]`: contiguous slices over all `ox`. The nine candidates are visited in
+/// row-major order and a later one replaces the best only when strictly larger, so the first
+/// maximum wins, as in the scan. `split` is scratch space.
+#[inline(always)]
+fn pool_plane_3x3s2(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    pool: Pool2d,
+    (vals, sw): (&mut [f32], &mut [u32]),
+    split: &mut Vec<f32>,
+) {
+    let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+    let stride = 2 * ow + 1; // even (ow + 1) then odd (ow) columns of one row
+    split.resize(h * stride, f32::NEG_INFINITY);
+    for (y, dst) in split.chunks_mut(stride).enumerate() {
+        let row = &plane[y * w..][..w];
+        let (even, odd) = dst.split_at_mut(ow + 1);
+        for (j, e) in even.iter_mut().enumerate() {
+            *e = row.get(2 * j).copied().unwrap_or(f32::NEG_INFINITY);
+        }
+        for (j, o) in odd.iter_mut().enumerate() {
+            *o = row.get(2 * j + 1).copied().unwrap_or(f32::NEG_INFINITY);
+        }
+    }
+    for oy in 0..oh {
+        let (bv, bi) = (&mut vals[oy * ow..][..ow], &mut sw[oy * ow..][..ow]);
+        let y0 = 2 * oy;
+        for y in y0..(y0 + 3).min(h) {
+            let row = &split[y * stride..][..stride];
+            for (dx, cand) in [&row[..ow], &row[ow + 1..][..ow], &row[1..][..ow]]
+                .into_iter()
+                .enumerate()
+            {
+                let base = (y * w + dx) as u32;
+                if y == y0 && dx == 0 {
+                    bv.copy_from_slice(cand);
+                    for (i, b) in bi.iter_mut().enumerate() {
+                        *b = base + 2 * i as u32;
+                    }
+                    continue;
+                }
+                for (i, ((b, j), &v)) in bv.iter_mut().zip(bi.iter_mut()).zip(cand).enumerate() {
+                    let take = v > *b;
+                    *b = if take { v } else { *b };
+                    *j = if take { base + 2 * i as u32 } else { *j };
+                }
+            }
+        }
+    }
+}
+
+super::simd::dispatch!(fn pool_plane_3x3s2_wide(
+    plane: &[f32],
+    hw: (usize, usize),
+    pool: Pool2d,
+    out: (&mut [f32], &mut [u32]),
+    split: &mut Vec<f32>,
+) = pool_plane_3x3s2);
+
 /// Pools every plane of contiguous NCHW data: `(values, switches, oh, ow)`.
 fn pool_all(
     data: &[f32],
@@ -99,14 +161,24 @@ fn pool_all(
         .par_chunks_mut(oh * ow)
         .zip(switches.par_chunks_mut(oh * ow))
         .zip(data.par_chunks(h * w))
-        .for_each(|((vals, sw), plane)| pool_plane(plane, (h, w), pool, vals, sw));
+        .for_each_init(Vec::new, |split, ((vals, sw), plane)| {
+            let fast = pool.kernel == 3
+                && pool.stride == 2
+                && !plane.iter().fold(false, |nan, v| nan | v.is_nan());
+            if fast {
+                pool_plane_3x3s2_wide(plane, (h, w), pool, (vals, sw), split)
+            } else {
+                pool_plane(plane, (h, w), pool, vals, sw)
+            }
+        });
     (values, switches, oh, ow)
 }
 
 /// Max-pools an NCHW tensor and records the argmax of each window.
 pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
-    let (data, [n, c, h, w], device) = host_nchw(x)?;
-    let (values, switches, oh, ow) = pool_all(&data, [n, c, h, w], pool);
+    let device = x.device().clone();
+    let ((values, switches, oh, ow), [n, c, h, w]) =
+        super::with_host_nchw(x, |data, dims| (pool_all(data, dims, pool), dims))?;
     Ok(Pooled {
         output: Tensor::from_vec(values, (n, c, oh, ow), &device)?,
         switches: Tensor::from_vec(switches, (n, c, oh, ow), &device)?,
@@ -257,6 +329,33 @@ mod tests {
         let p = max_pool_with_switches(&flat, Pool2d::OVERLAPPING_CEIL)?;
         assert_eq!(p.switches.flatten_all()?.to_vec1::<u32>()?, [0, 2, 8, 10]);
         Ok(())
+    }
+
+    /// The 3×3/2 kernel picks the same maxima and switches as the window scan, on planes full of
+    /// ties (ReLU zeros and repeated values) and with −∞, for ceil-clipped and exact sizes.
+    #[test]
+    fn vectorised_pooling_equals_the_window_scan() {
+        for (h, w) in [
+            (110, 110),
+            (13, 13),
+            (8, 9),
+            (9, 8),
+            (3, 3),
+            (1, 4),
+            (27, 26),
+        ] {
+            let pool = Pool2d::OVERLAPPING_CEIL;
+            let mut plane: Vec<f32> = (0..h * w)
+                .map(|i| ((i * 7919 % 13) as f32 - 6.0).max(0.0) * 0.5)
+                .collect();
+            plane[h * w / 2] = f32::NEG_INFINITY;
+            let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+            let (mut v1, mut s1) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+            pool_plane(&plane, (h, w), pool, &mut v1, &mut s1);
+            let (mut v2, mut s2) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+            pool_plane_3x3s2(&plane, (h, w), pool, (&mut v2, &mut s2), &mut Vec::new());
+            assert!(v1 == v2 && s1 == s2, "{h}×{w}");
+        }
     }
 
     #[test]

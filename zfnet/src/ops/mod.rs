@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod lrn;
 pub mod maxpool;
+mod simd;
 
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +36,23 @@ pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
         .to_device(&Device::Cpu)?
         .to_vec1::<f32>()?;
     Ok((data, [n, c, h, w], x.device().clone()))
+}
+
+/// Runs `f` on a rank-4 tensor's `f32` data and `[n, c, h, w]`: borrowed in place for a
+/// contiguous CPU tensor (first-touch copies of activations cost as much as pooling them),
+/// through a host copy otherwise.
+pub(crate) fn with_host_nchw<R>(x: &Tensor, f: impl FnOnce(&[f32], [usize; 4]) -> R) -> Result<R> {
+    let (n, c, h, w) = x.dims4()?;
+    {
+        let (storage, layout) = x.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&v[a..b], [n, c, h, w]));
+        }
+    }
+    let (data, dims, _) = host_nchw(x)?;
+    Ok(f(&data, dims))
 }
 
 /// A batch tensor `[n, …]` as one host row per item (everything after the first axis flattened).
