@@ -87,6 +87,34 @@ pub struct InvarianceResponse {
     pub elapsed_ms: u64,
 }
 
+impl InvarianceResponse {
+    /// One row per image, transform and amount (what `?format=csv` answers and the UI's CSV
+    /// link holds).
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "image,class,transform,amount,layer1_distance,layer7_distance,probability,top_class\n",
+        );
+        for img in &self.images {
+            for c in &img.curves {
+                for k in 0..c.amounts.len() {
+                    out.push_str(&format!(
+                        "{},{},{},{},{},{},{},{}\n",
+                        img.image,
+                        img.class,
+                        c.transform.as_str(),
+                        c.amounts[k],
+                        c.layer1[k],
+                        c.layer7[k],
+                        c.probability[k],
+                        c.top_class[k]
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One part to mask: a box per image, in the order of the request's images.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -153,4 +181,32 @@ pub struct CorrespondencePreset {
     /// Per file, its index in the probe set (`POST /api/probe/images/{index}` opens it), or
     /// `null` when the probe set does not hold it (serve with `--probe` Imagenette val).
     pub probe_images: Vec<Option<usize>>,
+}
+
+/// The paper's Table 1: `(part, Δ5 mean, Δ5 std, Δ7 mean, Δ7 std)`, shown beside measured rows
+/// (server) and in the tour when nothing can be measured (UI).
+pub const PAPER_TABLE_1: [(&str, f32, f32, f32, f32); 4] = [
+    ("right eye", 0.067, 0.007, 0.069, 0.015),
+    ("left eye", 0.069, 0.007, 0.068, 0.013),
+    ("nose", 0.079, 0.017, 0.069, 0.011),
+    ("random", 0.107, 0.017, 0.073, 0.014),
+];
+
+/// The paper's `[Δ layer 5, Δ layer 7]` for a part named as in Table 1 (any case), if it has one.
+pub fn paper_delta(part: &str) -> Option<[DeltaStat; 2]> {
+    PAPER_TABLE_1
+        .iter()
+        .find(|p| p.0.eq_ignore_ascii_case(part.trim()))
+        .map(|p| {
+            [
+                DeltaStat {
+                    mean: p.1,
+                    std: p.2,
+                },
+                DeltaStat {
+                    mean: p.3,
+                    std: p.4,
+                },
+            ]
+        })
 }

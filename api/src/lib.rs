@@ -10,9 +10,9 @@ mod error;
 pub mod paths;
 
 pub use analyses::{
-    CorrespondencePart, CorrespondencePreset, CorrespondenceRequest, CorrespondenceResponse,
-    CorrespondenceRow, DeltaStat, InvarianceCurve, InvarianceImage, InvarianceRequest,
-    InvarianceResponse, Transform,
+    paper_delta, CorrespondencePart, CorrespondencePreset, CorrespondenceRequest,
+    CorrespondenceResponse, CorrespondenceRow, DeltaStat, InvarianceCurve, InvarianceImage,
+    InvarianceRequest, InvarianceResponse, Transform, PAPER_TABLE_1,
 };
 pub use error::{ApiError, ErrorCode};
 

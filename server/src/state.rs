@@ -96,6 +96,9 @@ impl Access {
     }
 }
 
+/// Invariance results kept (a few kB to 100 kB of JSON each).
+const CACHED_ANALYSES: usize = 64;
+
 pub struct AppState {
     pub model: Arc<LoadedModel>,
     pub images: ImageStore,
@@ -107,6 +110,8 @@ pub struct AppState {
     /// The probe set for top-9 views, when the server was started with one.
     pub probes: ProbeSlot,
     pub sweeps: Sweeps,
+    /// Finished analyses (invariance curves as JSON) by image ids and parameters.
+    pub analyses: crate::store::images::BytesCache,
     jobs: Arc<Semaphore>,
     /// Requests waiting for a job slot now.
     queued: std::sync::atomic::AtomicUsize,
@@ -126,6 +131,7 @@ impl AppState {
             access: Default::default(),
             probes: ProbeSlot::default(),
             sweeps: Default::default(),
+            analyses: crate::store::images::BytesCache::new(CACHED_ANALYSES),
         }
     }
 

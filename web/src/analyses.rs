@@ -7,7 +7,7 @@ use crate::chart::{LineChart, COLOURS};
 use crate::upload::DEMO_IMAGES;
 use leptos::prelude::*;
 use std::time::Duration;
-use zfvis_api::{ImageResponse, InvarianceRequest, InvarianceResponse};
+use zfvis_api::{ApiError, ImageResponse, InvarianceRequest, InvarianceResponse, SweepProgress};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Phase {
@@ -17,46 +17,13 @@ enum Phase {
     Failed(String),
 }
 
-/// The response as CSV, for a `data:` download link (the server answers the same with
-/// `?format=csv`).
-fn csv(r: &InvarianceResponse) -> String {
-    let mut out = String::from(
-        "image,class,transform,amount,layer1_distance,layer7_distance,probability,top_class\n",
-    );
-    for img in &r.images {
-        for c in &img.curves {
-            for k in 0..c.amounts.len() {
-                out.push_str(&format!(
-                    "{},{},{},{},{},{},{},{}\n",
-                    img.image,
-                    img.class,
-                    c.transform.as_str(),
-                    c.amounts[k],
-                    c.layer1[k],
-                    c.layer7[k],
-                    c.probability[k],
-                    c.top_class[k]
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// Uploads a demo photo (or finds it: ids are content hashes) and returns its id.
-async fn demo_id(name: &str) -> api::ApiResult<String> {
-    let blob = api::get_blob(&format!("/demo/{name}")).await?;
-    let r: ImageResponse =
-        api::post_image(zfvis_api::paths::templates::IMAGES, &blob, name).await?;
-    Ok(r.id)
-}
-
 #[component]
 pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
     let (others, set_others) = signal(Vec::<&'static str>::new());
     let (steps, set_steps) = signal(15usize);
     let (phase, set_phase) = signal(Phase::Idle);
     let (elapsed, set_elapsed) = signal(0u32);
+    let (progress, set_progress) = signal(None::<SweepProgress>);
     let id = image.id.clone();
     let run = move |_| {
         set_phase.set(Phase::Running);
@@ -67,11 +34,12 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
         )
         .ok();
         let (id, names, steps) = (id.clone(), others.get_untracked(), steps.get_untracked());
+        set_progress.set(None);
         leptos::task::spawn_local(async move {
             let outcome: api::ApiResult<InvarianceResponse> = async {
                 let mut ids = Vec::new();
                 for name in names {
-                    ids.push(demo_id(name).await?);
+                    ids.push(crate::upload::upload_demo(name).await?.id);
                 }
                 let request = InvarianceRequest {
                     others: ids,
@@ -79,11 +47,31 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
                     class: None,
                 };
                 let url = zfvis_api::paths::invariance(&id, false);
-                match api::post_json::<InvarianceResponse, InvarianceResponse>(&url, &request)
-                    .await?
-                {
-                    api::Started::Done(r) | api::Started::Accepted(r) => Ok(r),
-                }
+                // progress as it comes, then the curves (or the error) as the last event
+                let mut last: api::ApiResult<InvarianceResponse> =
+                    Err("the server ended the stream without an answer".into());
+                api::post_json_events(&url, &request, |event, data| match event {
+                    "progress" => {
+                        if let Ok(p) = serde_json::from_str::<SweepProgress>(data) {
+                            set_progress.set(Some(p));
+                        }
+                    }
+                    "done" => {
+                        last = serde_json::from_str(data)
+                            .map_err(|e| format!("unexpected answer from the server: {e}").into());
+                    }
+                    _ => {
+                        last = Err(match serde_json::from_str::<ApiError>(data) {
+                            Ok(e) => api::Failure {
+                                code: Some(e.code),
+                                message: e.error,
+                            },
+                            Err(_) => "the analysis failed".into(),
+                        });
+                    }
+                })
+                .await?;
+                last
             }
             .await;
             if let Some(t) = timer {
@@ -105,7 +93,7 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
         })
     };
     view! {
-        <section class="panel analyses" id="invariance">
+        <section class="panel analyses" id="invariance" aria-label="invariance (Fig. 5)">
             <h2>"Invariance (the paper's Fig. 5)"</h2>
             <p class="meta">"Translate the image vertically (−60…60 px), zoom it (1…1.8×) and rotate it (0…350°); "
                 "plot how far layer 1 and layer 7 (fc7) move from the original (Euclidean distance) and the probability of its class. "
@@ -146,9 +134,14 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
                 Phase::Idle => ().into_any(),
                 Phase::Running => {
                     let n = (1 + others.get().len()) * 3 * steps.get();
+                    let counts = move || progress.get().map_or((0, n), |p| (p.done, p.total));
+                    let (done, total) = (move || counts().0, move || counts().1);
                     view! {
                         <div class="progress" role="status" id="invariance-progress"><span class="spinner"></span>
-                            {move || format!("{n} transformed images through ZFNet… {:.1} s", elapsed.get() as f32 / 10.0)}
+                            <progress max=move || total().to_string() value=move || done().to_string()
+                                aria-label="transformed images through ZFNet"></progress>
+                            {move || format!(" {} of {} transformed images through ZFNet… {:.1} s",
+                                done(), total(), elapsed.get() as f32 / 10.0)}
                         </div>
                     }.into_any()
                 }
@@ -163,7 +156,7 @@ pub fn InvariancePanel(image: ImageResponse) -> impl IntoView {
 fn Curves(r: InvarianceResponse) -> impl IntoView {
     let href = format!(
         "data:text/csv;charset=utf-8,{}",
-        js_sys::encode_uri_component(&csv(&r))
+        js_sys::encode_uri_component(&r.csv())
     );
     let legend = r
         .images

@@ -158,3 +158,60 @@ pub async fn post_json<S: DeserializeOwned, R: DeserializeOwned>(
         Ok(Started::Done(decode(response).await?))
     }
 }
+
+/// POSTs `body` as JSON asking for Server-Sent Events, and calls `on_event(name, data)` for each
+/// event as it arrives (fetch's body stream: `EventSource` can only GET). Ends when the server
+/// closes the stream; a 4xx/5xx answer before the stream is an error. Dropping the future stops
+/// reading, which closes the connection (the server then stops the work).
+pub async fn post_json_events(
+    url: &str,
+    body: &impl serde::Serialize,
+    mut on_event: impl FnMut(&str, &str),
+) -> ApiResult<()> {
+    let init = RequestInit::new();
+    init.set_method("POST");
+    let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
+    init.set_body(&JsValue::from_str(&json));
+    let headers = web_sys::Headers::new().map_err(js_message)?;
+    headers
+        .set("content-type", "application/json")
+        .map_err(js_message)?;
+    headers
+        .set("accept", "text/event-stream")
+        .map_err(js_message)?;
+    init.set_headers(&headers);
+    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let response = send(request).await?;
+    if !response.ok() {
+        return decode::<serde_json::Value>(response).await.map(|_| ());
+    }
+    let reader: web_sys::ReadableStreamDefaultReader = response
+        .body()
+        .ok_or("the server sent no event stream")?
+        .get_reader()
+        .unchecked_into();
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk: web_sys::ReadableStreamReadResult = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("the event stream broke off: {}", js_message(e)))?
+            .unchecked_into();
+        if chunk.get_done().unwrap_or(true) {
+            return Ok(());
+        }
+        pending.extend(js_sys::Uint8Array::new(&chunk.get_value()).to_vec());
+        // complete events end with a blank line
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = pending.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block);
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_string()))
+            };
+            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                on_event(&event, &data);
+            }
+        }
+    }
+}

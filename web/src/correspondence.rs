@@ -55,9 +55,7 @@ fn default_parts(n: usize) -> Vec<CorrespondencePart> {
 }
 
 async fn demo(name: &str) -> api::ApiResult<Img> {
-    let blob = api::get_blob(&format!("/demo/{name}")).await?;
-    let r: ImageResponse =
-        api::post_image(zfvis_api::paths::templates::IMAGES, &blob, name).await?;
+    let r = crate::upload::upload_demo(name).await?;
     Ok(Img {
         id: r.id,
         input_url: r.input_url,
@@ -196,7 +194,7 @@ pub fn CorrespondencePanel(image: ImageResponse) -> impl IntoView {
     };
 
     view! {
-        <section class="panel analyses" id="correspondence">
+        <section class="panel analyses" id="correspondence" aria-label="correspondence (Table 1)">
             <h2>"Correspondence (the paper's Fig. 8 and Table 1)"</h2>
             <p class="meta">"Mask the same part in several images; Δ measures how consistently that changes layer 5 and layer 7 "
                 "(the mean fraction of features whose change has a different sign in two images; lower = more consistent). "

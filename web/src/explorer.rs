@@ -267,7 +267,7 @@ fn MapView(
                                     <button class:active=move || mode.get() == ProjectionMode::Map id="mode-map"
                                         on:click=move |_| set_mode(ProjectionMode::Map)>"whole map"</button>
                                 </div>
-                                <button class="close" on:click=move |_| close()>"✕"</button>
+                                <button class="close" aria-label="close the map view" on:click=move |_| close()>"✕"</button>
                             </header>
                             <p class="meta" id="map-facts">{facts}</p>
                             <details class="explain" id="map-explain">

@@ -200,7 +200,7 @@ fn App() -> impl IntoView {
             </nav>
         </Show>
         <Show when=move || view.get().is_some()>
-            <section class="panel explorer" id="explorer">
+            <section class="panel explorer" id="explorer" aria-label="feature maps">
                 <Explorer view=view set_view=set_view />
             </section>
         </Show>

@@ -82,7 +82,7 @@ pub fn OcclusionPanel(image: ImageResponse) -> impl IntoView {
         .unwrap_or_default();
     let input = image.input_url.clone();
     view! {
-        <section class="panel occlusion" id="occlusion">
+        <section class="panel occlusion" id="occlusion" aria-label="occlusion">
             <h2>"Occlusion sensitivity"</h2>
             <p class="meta">"A grey square slides over the image; each cell shows what the network does with that part hidden (paper Fig. 7)."</p>
             <div class="controls">

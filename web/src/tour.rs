@@ -68,19 +68,16 @@ pub fn Tour(step: ReadSignal<Option<usize>>) -> impl IntoView {
     });
     on_cleanup(move || keys.remove());
     // the demo photo, uploaded once for the whole tour
-    let image = LocalResource::new(|| async {
-        let blob = api::get_blob(&format!("/demo/{DEMO}")).await?;
-        api::post_image::<ImageResponse>(zfvis_api::paths::templates::IMAGES, &blob, DEMO).await
-    });
+    let image = LocalResource::new(|| async { crate::upload::upload_demo(DEMO).await });
     view! {
         <div class="tour" id="tour" role="dialog" aria-label="classroom tour">
             {move || step.get().map(|s| {
                 let t = &TEXT[s - 1];
                 view! {
-                    <header class="tour-head">
+                    <div class="tour-head">
                         <h1 id="tour-title">{t.title}</h1>
                         <span class="tour-count">{format!("{s} / {STEPS}")}</span>
-                    </header>
+                    </div>
                     <p class="tour-text" id="tour-text">{t.text}</p>
                     <div class="tour-stage" id="tour-stage">
                         <Suspense fallback=|| view! { <div class="progress"><span class="spinner"></span>"loading…"</div> }>
@@ -343,10 +340,9 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                             <table class="delta tour-table" id="tour-corr-paper">
                                 <thead><tr><th>"masked"</th><th>"Δ layer 5"</th><th>"Δ layer 7"</th></tr></thead>
                                 <tbody>
-                                    <tr><td>"right eye"</td><td>"0.067 ± 0.007"</td><td>"0.069 ± 0.015"</td></tr>
-                                    <tr><td>"left eye"</td><td>"0.069 ± 0.007"</td><td>"0.068 ± 0.013"</td></tr>
-                                    <tr><td>"nose"</td><td>"0.079 ± 0.017"</td><td>"0.069 ± 0.011"</td></tr>
-                                    <tr><td>"random"</td><td>"0.107 ± 0.017"</td><td>"0.073 ± 0.014"</td></tr>
+                                    {zfvis_api::PAPER_TABLE_1.iter().map(|(part, m5, s5, m7, s7)| view! {
+                                        <tr><td>{*part}</td><td>{format!("{m5:.3} ± {s5:.3}")}</td><td>{format!("{m7:.3} ± {s7:.3}")}</td></tr>
+                                    }).collect_view()}
                                 </tbody>
                             </table>
                         }.into_any(),

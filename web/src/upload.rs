@@ -5,6 +5,13 @@ use leptos::prelude::*;
 use web_sys::{Blob, File};
 
 /// The demo photos trunk copies to `/demo/` (see web/assets/demo/LICENSES.md).
+/// Sends a bundled demo photo to the server (which finds it again if it has it: ids are content
+/// hashes) and returns its description.
+pub async fn upload_demo(name: &str) -> crate::api::ApiResult<zfvis_api::ImageResponse> {
+    let blob = crate::api::get_blob(&format!("/demo/{name}")).await?;
+    crate::api::post_image(zfvis_api::paths::templates::IMAGES, &blob, name).await
+}
+
 pub const DEMO_IMAGES: [&str; 12] = [
     "dog.jpg",
     "chelsea.png",

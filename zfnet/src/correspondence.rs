@@ -40,14 +40,6 @@ pub const MAX_PARTS: usize = 6;
 /// Most repetitions of the random control.
 pub const MAX_REPETITIONS: usize = 50;
 
-/// The paper's Table 1: `(part, Δ5 mean, Δ5 std, Δ7 mean, Δ7 std)`.
-pub const PAPER_TABLE_1: [(&str, f32, f32, f32, f32); 4] = [
-    ("right eye", 0.067, 0.007, 0.069, 0.015),
-    ("left eye", 0.069, 0.007, 0.068, 0.013),
-    ("nose", 0.079, 0.017, 0.069, 0.011),
-    ("random", 0.107, 0.017, 0.073, 0.014),
-];
-
 /// A mask `[x0, x1) × [y0, y1)` in the 224×224 crop's pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskBox {

@@ -167,6 +167,28 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
         .sqrt() as f32
 }
 
+/// Checks one request's sizes before any work: 1–[`MAX_IMAGES`] images, 2–[`MAX_STEPS`] steps,
+/// a class the model has (`n_classes`). [`invariance`] checks the same.
+pub fn check(images: usize, steps: usize, class: Option<usize>, n_classes: usize) -> Result<()> {
+    if images == 0 || images > MAX_IMAGES {
+        return Err(Error::Config(format!(
+            "at most {MAX_IMAGES} images (this one and {} others), got {images}",
+            MAX_IMAGES - 1
+        )));
+    }
+    if !(2..=MAX_STEPS).contains(&steps) {
+        return Err(Error::Config(format!(
+            "steps must be 2–{MAX_STEPS}, got {steps}"
+        )));
+    }
+    match class {
+        Some(c) if c >= n_classes => Err(Error::Config(format!(
+            "class {c} out of range: the model has {n_classes} classes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The Fig. 5 curves of each input (`[1, 3, 224, 224]`, normalised) with `steps` amounts per
 /// transform; `classes[i]` is image `i`'s class (`None`: its top class). `progress(done, total)`
 /// counts transformed images; returning `false` cancels ([`Error::Cancelled`]).
@@ -177,22 +199,9 @@ pub fn invariance(
     steps: usize,
     progress: &(dyn Fn(usize, usize) -> bool + Sync),
 ) -> Result<Vec<ImageCurves>> {
-    if inputs.is_empty() || inputs.len() > MAX_IMAGES {
-        return Err(Error::Config(format!(
-            "give 1–{MAX_IMAGES} images, got {}",
-            inputs.len()
-        )));
-    }
-    if !(2..=MAX_STEPS).contains(&steps) {
-        return Err(Error::Config(format!(
-            "steps must be 2–{MAX_STEPS}, got {steps}"
-        )));
-    }
-    let n_classes = net.num_classes();
-    if let Some(c) = classes.iter().flatten().find(|&&c| c >= n_classes) {
-        return Err(Error::Config(format!(
-            "class {c} out of range: the model has {n_classes} classes"
-        )));
+    check(inputs.len(), steps, None, net.num_classes())?;
+    for class in classes {
+        check(inputs.len(), steps, *class, net.num_classes())?;
     }
     let total = inputs.len() * Transform::ALL.len() * steps;
     let mut done = 0;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use zfnet::correspondence::{correspondence, springer_preset, PAPER_TABLE_1};
+use zfnet::correspondence::{correspondence, springer_preset};
 
 /// Δ at layers 5 and 7 for masked eyes, nose and random regions (the paper's Table 1).
 #[derive(Args)]
@@ -72,15 +72,15 @@ pub fn run(args: CorrespondenceArgs) -> anyhow::Result<()> {
         "part", "Δ5 (zfvis)", "Δ7 (zfvis)", "Δ5 (paper)", "Δ7 (paper)"
     );
     for r in rows {
-        let paper = PAPER_TABLE_1.iter().find(|p| p.0 == r.part);
+        let paper = zfvis_api::paper_delta(&r.part);
         let cell = |m: f32, s: f32| format!("{m:.3} ± {s:.3}");
         println!(
             "{:<10} {:>16} {:>16}   {:>16} {:>16}",
             r.part,
             cell(r.layer5.mean, r.layer5.std),
             cell(r.layer7.mean, r.layer7.std),
-            paper.map_or("-".into(), |p| cell(p.1, p.2)),
-            paper.map_or("-".into(), |p| cell(p.3, p.4)),
+            paper.map_or("-".into(), |p| cell(p[0].mean, p[0].std)),
+            paper.map_or("-".into(), |p| cell(p[1].mean, p[1].std)),
         );
     }
     Ok(())

@@ -1,26 +1,30 @@
 //! The paper's analyses on uploaded images: invariance curves (Fig. 5,
 //! `POST /api/images/{id}/invariance`) and correspondence (Fig. 8 / Table 1,
 //! `POST /api/correspondence`). Both run on the blocking pool as one model job and answer when
-//! done (a few seconds); invariance results are cached by image and parameters.
+//! done (a few seconds; invariance can stream its progress instead); invariance results are
+//! cached by image and parameters.
 
 use super::extract::{stored, JsonBody, StoredParam, Q};
 use super::ApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 use utoipa_axum::routes;
-use zfnet::correspondence::{MaskBox, Part, PAPER_TABLE_1};
+use zfnet::correspondence::{MaskBox, Part};
 use zfnet::invariance::Transform as T;
 use zfvis_api::{
     ApiError, CorrespondencePart, CorrespondencePreset, CorrespondenceRequest,
     CorrespondenceResponse, CorrespondenceRow, DeltaStat, ErrorCode, InvarianceCurve,
-    InvarianceImage, InvarianceRequest, InvarianceResponse, Transform,
+    InvarianceImage, InvarianceRequest, InvarianceResponse, SweepProgress, Transform,
 };
 
 pub fn router() -> ApiRouter {
@@ -57,13 +61,21 @@ fn label(state: &AppState, c: usize) -> String {
 /// The Fig. 5 curves: for this image and up to 4 others, the distance of layer 1's and fc7's
 /// features from the original's and the class probability, as the image is translated
 /// vertically (−60…60 px), scaled (1…1.8) and rotated (0…350°).
+///
+/// Answers when done (a few seconds) with the curves, or, when the request accepts
+/// `text/event-stream`, streams Server-Sent Events as a sweep's stream does: `progress`
+/// `{done, total}` (transformed images) while it runs, then `done` (the response) or `error`
+/// (an `ApiError`, e.g. `overloaded`). Closing the stream cancels the work; only its own
+/// request can. Bad parameters are still plain 4xx answers.
 #[utoipa::path(post, path = "/api/images/{id}/invariance", tag = "analyses",
     params(("id" = String, Path), InvarianceQuery), request_body = InvarianceRequest,
-    responses((status = 200, body = InvarianceResponse, description = "the curves (or text/csv with ?format=csv)"),
+    responses((status = 200, body = InvarianceResponse,
+        description = "the curves (text/csv with ?format=csv; SSE with Accept: text/event-stream)"),
         (status = 404, body = ApiError), (status = 422, body = ApiError), (status = 503, body = ApiError)))]
 async fn invariance(
     State(state): State<Arc<AppState>>,
     Q(q): Q<InvarianceQuery>,
+    headers: HeaderMap,
     first: StoredParam,
     JsonBody(req): JsonBody<InvarianceRequest>,
 ) -> Result<Response, AppError> {
@@ -77,20 +89,19 @@ async fn invariance(
             ))
         }
     };
+    let streamed = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
     let steps = req.steps.unwrap_or(DEFAULT_STEPS);
-    if !(2..=zfnet::invariance::MAX_STEPS).contains(&steps) {
-        return Err(bad(format!(
-            "steps must be 2–{}, got {steps}",
-            zfnet::invariance::MAX_STEPS
-        )));
-    }
-    if req.others.len() + 1 > zfnet::invariance::MAX_IMAGES {
-        return Err(bad(format!(
-            "at most {} other images, got {}",
-            zfnet::invariance::MAX_IMAGES - 1,
-            req.others.len()
-        )));
-    }
+    zfnet::invariance::check(
+        1 + req.others.len(),
+        steps,
+        req.class,
+        state.model.net.num_classes(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
     let ids: Vec<String> = std::iter::once(first.id.clone())
         .chain(req.others.iter().cloned())
         .collect();
@@ -98,55 +109,136 @@ async fn invariance(
         .iter()
         .map(|id| stored(&state, id))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = format!("invariance/{}/{steps}/{:?}", ids.join(","), req.class);
-    let response = match state.images.png(&key) {
-        Some(json) => {
-            serde_json::from_slice::<InvarianceResponse>(&json).map_err(AppError::internal)?
-        }
-        None => {
-            let started = Instant::now();
-            let class = req.class;
-            let curves = state
-                .run_blocking(move |model| {
-                    let inputs: Vec<_> = images.iter().map(|i| i.trace.input.clone()).collect();
-                    let classes = vec![class; inputs.len()];
-                    Ok(zfnet::invariance::invariance(
-                        &model.net,
-                        &inputs,
-                        &classes,
-                        steps,
-                        &|_, _| true,
-                    )?)
-                })
-                .await?;
-            let response = InvarianceResponse {
-                steps,
-                elapsed_ms: started.elapsed().as_millis() as u64,
-                images: ids
-                    .iter()
-                    .zip(curves)
-                    .map(|(id, c)| InvarianceImage {
-                        image: id.clone(),
-                        class: c.class,
-                        class_label: label(&state, c.class),
-                        base_probability: c.base_probability,
-                        curves: c.curves.into_iter().map(wire_curve).collect(),
-                    })
-                    .collect(),
-            };
-            let json = serde_json::to_vec(&response).map_err(AppError::internal)?;
-            state.images.put_png(key, Arc::new(json));
-            response
-        }
+    let job = InvarianceJob {
+        key: format!("invariance/{}/{steps}/{:?}", ids.join(","), req.class),
+        ids,
+        images,
+        steps,
+        class: req.class,
     };
+    if streamed {
+        return Ok(stream(state, job).into_response());
+    }
+    let response = job.run(&state, None).await?;
     if csv {
         return Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            invariance_csv(&response),
+            response.csv(),
         )
             .into_response());
     }
     Ok(Json(response).into_response())
+}
+
+/// One invariance request, checked and ready to run.
+struct InvarianceJob {
+    key: String,
+    ids: Vec<String>,
+    images: Vec<Arc<crate::store::images::StoredImage>>,
+    steps: usize,
+    class: Option<usize>,
+}
+
+/// What the event stream of a running invariance job has to say.
+#[derive(Clone)]
+enum Progress {
+    Running(SweepProgress),
+    Done(Arc<InvarianceResponse>),
+    Failed(ApiError),
+}
+
+impl InvarianceJob {
+    /// The curves, from the cache or computed on the blocking pool; `progress` hears of every
+    /// transform done, and a send that fails (the stream was closed) cancels the work.
+    async fn run(
+        self,
+        state: &Arc<AppState>,
+        progress: Option<Arc<watch::Sender<Progress>>>,
+    ) -> Result<InvarianceResponse, AppError> {
+        if let Some(json) = state.analyses.get(&self.key) {
+            return serde_json::from_slice(&json).map_err(AppError::internal);
+        }
+        let started = Instant::now();
+        let (images, steps, class) = (self.images, self.steps, self.class);
+        let curves = state
+            .run_blocking(move |model| {
+                let inputs: Vec<_> = images.iter().map(|i| i.trace.input.clone()).collect();
+                let classes = vec![class; inputs.len()];
+                let report = |done, total| match &progress {
+                    Some(tx) => tx
+                        .send(Progress::Running(SweepProgress { done, total }))
+                        .is_ok(),
+                    None => true,
+                };
+                Ok(zfnet::invariance::invariance(
+                    &model.net, &inputs, &classes, steps, &report,
+                )?)
+            })
+            .await?;
+        let response = InvarianceResponse {
+            steps,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            images: self
+                .ids
+                .iter()
+                .zip(curves)
+                .map(|(id, c)| InvarianceImage {
+                    image: id.clone(),
+                    class: c.class,
+                    class_label: label(state, c.class),
+                    base_probability: c.base_probability,
+                    curves: c.curves.into_iter().map(wire_curve).collect(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&response).map_err(AppError::internal)?;
+        state.analyses.put(self.key, Arc::new(json));
+        Ok(response)
+    }
+}
+
+/// Runs `job` in a task and streams its progress and outcome as SSE; dropping the stream drops
+/// the only receiver, so the job's next progress report fails and the work stops.
+fn stream(
+    state: Arc<AppState>,
+    job: InvarianceJob,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let total = job.images.len() * zfnet::invariance::Transform::ALL.len() * job.steps;
+    let cached = state
+        .analyses
+        .get(&job.key)
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    let start = match cached {
+        Some(r) => Progress::Done(Arc::new(r)),
+        None => Progress::Running(SweepProgress { done: 0, total }),
+    };
+    let computing = matches!(start, Progress::Running(_));
+    let (tx, rx) = watch::channel(start);
+    let tx = Arc::new(tx);
+    if computing {
+        tokio::spawn(async move {
+            let outcome = job.run(&state, Some(tx.clone())).await;
+            tx.send_replace(match outcome {
+                Ok(r) => Progress::Done(Arc::new(r)),
+                Err(e) => Progress::Failed(e.body()),
+            });
+        });
+    }
+    let stream =
+        futures_util::stream::unfold((rx, false, true), |(mut rx, finished, first)| async move {
+            if finished || (!first && rx.changed().await.is_err()) {
+                return None;
+            }
+            let current = rx.borrow_and_update().clone();
+            let (event, last) = match current {
+                Progress::Running(p) => (Event::default().event("progress").json_data(p), false),
+                Progress::Done(r) => (Event::default().event("done").json_data(r.as_ref()), true),
+                Progress::Failed(e) => (Event::default().event("error").json_data(e), true),
+            };
+            let event = event.unwrap_or_else(|_| Event::default().event("error").data("{}"));
+            Some((Ok(event), (rx, last, false)))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 fn wire_curve(c: zfnet::invariance::Curve) -> InvarianceCurve {
@@ -162,30 +254,6 @@ fn wire_curve(c: zfnet::invariance::Curve) -> InvarianceCurve {
         probability: c.probability,
         top_class: c.top_class,
     }
-}
-
-fn invariance_csv(r: &InvarianceResponse) -> String {
-    let mut out = String::from(
-        "image,class,transform,amount,layer1_distance,layer7_distance,probability,top_class\n",
-    );
-    for img in &r.images {
-        for c in &img.curves {
-            for k in 0..c.amounts.len() {
-                out.push_str(&format!(
-                    "{},{},{},{},{},{},{},{}\n",
-                    img.image,
-                    img.class,
-                    c.transform.as_str(),
-                    c.amounts[k],
-                    c.layer1[k],
-                    c.layer7[k],
-                    c.probability[k],
-                    c.top_class[k]
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Table 1: mask the same part in several images and measure how consistently the layer-5 and
@@ -274,21 +342,7 @@ async fn correspondence(
         rows: rows
             .into_iter()
             .map(|r| CorrespondenceRow {
-                paper: PAPER_TABLE_1
-                    .iter()
-                    .find(|p| p.0.eq_ignore_ascii_case(r.part.trim()))
-                    .map(|p| {
-                        [
-                            DeltaStat {
-                                mean: p.1,
-                                std: p.2,
-                            },
-                            DeltaStat {
-                                mean: p.3,
-                                std: p.4,
-                            },
-                        ]
-                    }),
+                paper: zfvis_api::paper_delta(&r.part),
                 layer5: stat(r.layer5),
                 layer7: stat(r.layer7),
                 part: r.part,

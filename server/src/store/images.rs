@@ -16,18 +16,40 @@ pub struct StoredImage {
 
 pub struct ImageStore {
     images: Mutex<LruCache<String, Arc<StoredImage>>>,
-    pngs: Mutex<LruCache<String, Arc<Vec<u8>>>>,
+    pngs: BytesCache,
 }
 
 /// PNGs kept (projections cost a few hundred ms; activation maps and patches are cheap).
 const CACHED_PNGS: usize = 512;
 
+fn cap(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// A bounded LRU of encoded results (PNG pictures, JSON analyses) by key.
+pub struct BytesCache(Mutex<LruCache<String, Arc<Vec<u8>>>>);
+
+impl BytesCache {
+    pub fn new(capacity: usize) -> Self {
+        BytesCache(Mutex::new(LruCache::new(cap(capacity))))
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    pub fn put(&self, key: String, bytes: Arc<Vec<u8>>) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.put(key, bytes);
+        }
+    }
+}
+
 impl ImageStore {
     pub fn new(capacity: usize) -> Self {
-        let cap = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
         ImageStore {
             images: Mutex::new(LruCache::new(cap(capacity))),
-            pngs: Mutex::new(LruCache::new(cap(CACHED_PNGS))),
+            pngs: BytesCache::new(CACHED_PNGS),
         }
     }
 
@@ -42,13 +64,11 @@ impl ImageStore {
     }
 
     pub fn png(&self, key: &str) -> Option<Arc<Vec<u8>>> {
-        self.pngs.lock().ok()?.get(key).cloned()
+        self.pngs.get(key)
     }
 
     pub fn put_png(&self, key: String, png: Arc<Vec<u8>>) {
-        if let Ok(mut pngs) = self.pngs.lock() {
-            pngs.put(key, png);
-        }
+        self.pngs.put(key, png)
     }
 }
 

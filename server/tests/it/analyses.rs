@@ -149,6 +149,82 @@ async fn invariance_curves_are_the_librarys_in_json_and_csv() {
     .await;
 }
 
+/// `(event, data)` of each Server-Sent Event in a whole stream body.
+fn sse_events(body: &str) -> Vec<(String, String)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_string()))
+            };
+            Some((field("event:")?, field("data:")?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invariance_streams_progress_then_the_same_curves() {
+    let server = Server::start(&fixture_weights(), &[]);
+    let client = reqwest::Client::new();
+    let a = upload(&client, &server.url, "eagle.jpg").await;
+    let b = upload(&client, &server.url, "horses.jpg").await;
+    let url = format!(
+        "{}{}",
+        server.url,
+        zfvis_api::paths::invariance(&a.id, false)
+    );
+    let body = json!({"others": [b.id], "steps": 4});
+    let streamed = |body: serde_json::Value| {
+        client
+            .post(url.clone())
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let resp = streamed(body.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = sse_events(&resp.text().await.unwrap());
+    let (last, progress) = events.split_last().expect("events");
+    assert_eq!(last.0, "done", "{events:?}");
+    // progress counts transformed images, one transform at a time, up to 2 × 3 × 4
+    let counts: Vec<(usize, usize)> = progress
+        .iter()
+        .map(|(name, data)| {
+            assert_eq!(name, "progress");
+            let p: zfvis_api::SweepProgress = serde_json::from_str(data).unwrap();
+            (p.done, p.total)
+        })
+        .collect();
+    assert!(counts.iter().all(|&(_, total)| total == 24), "{counts:?}");
+    assert!(counts.windows(2).all(|w| w[0].0 < w[1].0), "{counts:?}");
+    assert!(
+        counts.len() >= 2 && counts.last().unwrap().0 > 0,
+        "{counts:?}"
+    );
+    let streamed_result: InvarianceResponse = serde_json::from_str(&last.1).unwrap();
+
+    // the plain answer (now from the cache) has the same curves
+    let plain: InvarianceResponse = post(&client, url.clone(), body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain, streamed_result);
+    // a cached result streams as one `done` event
+    let again = sse_events(&streamed(body).await.unwrap().text().await.unwrap());
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, "done");
+
+    // bad parameters are still a plain 422 before any stream starts
+    let bad = streamed(json!({"steps": 40})).await.unwrap();
+    expect_error(bad, 422, "bad_parameters", "40").await;
+}
+
 #[tokio::test]
 async fn correspondence_gives_table_1_with_the_papers_rows() {
     let server = Server::start(&fixture_weights(), &[]);
