@@ -23,6 +23,7 @@ pub mod device;
 mod error;
 pub mod filter_stats;
 pub mod fsutil;
+pub mod import;
 pub mod init;
 pub mod invariance;
 pub mod manifest;

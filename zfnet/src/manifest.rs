@@ -76,26 +76,83 @@ impl Preprocess {
     }
 }
 
-/// The ten Imagenette classes, in the order of their WordNet ids (the folder order).
+/// The 1000 ImageNet-1k classes in logit order (from timm's data files, Apache-2.0; see
+/// `assets/imagenet1k/SOURCE.md`): WordNet id, label, all WordNet lemmas per line.
+const IMAGENET1K_TSV: &str = include_str!("../assets/imagenet1k/classes.tsv");
+
+/// The 1000 ImageNet-1k classes, in the logit order of ImageNet models (pytorchcv, torchvision).
+pub fn imagenet1k_classes() -> Vec<ClassEntry> {
+    IMAGENET1K_TSV
+        .lines()
+        .filter_map(|line| {
+            let mut cols = line.split('\t');
+            Some(ClassEntry {
+                wnid: cols.next()?.into(),
+                label: cols.next()?.into(),
+            })
+        })
+        .collect()
+}
+
+/// The ten Imagenette classes, in the order of their WordNet ids (the folder order), labelled
+/// as in [`imagenet1k_classes`].
 pub fn imagenette_classes() -> Vec<ClassEntry> {
-    [
-        ("n01440764", "tench"),
-        ("n02102040", "English springer"),
-        ("n02979186", "cassette player"),
-        ("n03000684", "chain saw"),
-        ("n03028079", "church"),
-        ("n03394916", "French horn"),
-        ("n03417042", "garbage truck"),
-        ("n03425413", "gas pump"),
-        ("n03445777", "golf ball"),
-        ("n03888257", "parachute"),
-    ]
-    .into_iter()
-    .map(|(wnid, label)| ClassEntry {
-        wnid: wnid.into(),
-        label: label.into(),
-    })
-    .collect()
+    const WNIDS: [&str; 10] = [
+        "n01440764",
+        "n02102040",
+        "n02979186",
+        "n03000684",
+        "n03028079",
+        "n03394916",
+        "n03417042",
+        "n03425413",
+        "n03445777",
+        "n03888257",
+    ];
+    let all = imagenet1k_classes();
+    WNIDS
+        .iter()
+        .map(|w| {
+            all.iter()
+                .find(|c| c.wnid == *w)
+                .cloned()
+                .unwrap_or(ClassEntry {
+                    wnid: (*w).into(),
+                    label: (*w).into(),
+                })
+        })
+        .collect()
+}
+
+/// Classes from a text file, one per line in logit order: `wnid<TAB>label[<TAB>…]`, or just a
+/// label (its wnid is then empty). Blank lines and `#` comments are skipped.
+pub fn classes_from_file(path: &Path) -> Result<Vec<ClassEntry>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let classes: Vec<ClassEntry> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| match line.split_once('\t') {
+            Some((wnid, rest)) => ClassEntry {
+                wnid: wnid.trim().into(),
+                label: rest.split('\t').next().unwrap_or(rest).trim().into(),
+            },
+            None => ClassEntry {
+                wnid: String::new(),
+                label: line.trim().into(),
+            },
+        })
+        .collect();
+    if classes.is_empty() {
+        return Err(Error::Manifest {
+            path: path.display().to_string(),
+            message: "no classes in the file (one per line: wnid<TAB>label, or a label)".into(),
+        });
+    }
+    Ok(classes)
 }
 
 /// The manifest path that belongs to a weights file.

@@ -3,6 +3,7 @@
 pub mod correspondence;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod index;
 pub mod init_weights;
 pub mod serve;
@@ -32,6 +33,7 @@ enum Command {
     Train(train::TrainArgs),
     Eval(eval::EvalArgs),
     Export(export::ExportArgs),
+    Import(import::ImportArgs),
     InitWeights(init_weights::InitArgs),
     Correspondence(correspondence::CorrespondenceArgs),
 }
@@ -52,6 +54,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Train(args) => blocking(|| train::run(args)),
         Command::Eval(args) => blocking(|| eval::run(args)),
         Command::Export(args) => export::run(args),
+        Command::Import(args) => blocking(|| import::run(args)),
         Command::InitWeights(args) => init_weights::run(args),
         Command::Correspondence(args) => blocking(|| correspondence::run(args)),
     }

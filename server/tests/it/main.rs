@@ -7,6 +7,7 @@ mod common;
 mod default_model;
 mod hardening;
 mod http;
+mod import;
 mod index;
 mod occlusion;
 mod probe;

@@ -1,0 +1,168 @@
+//! Bringing weights from elsewhere: files written by `torch.save` (zip or legacy format, state
+//! dict or whole module) or safetensors, in pytorchcv's ZFNet/AlexNet naming or zfvis's own,
+//! checked and renamed into a [`ZfNet`]'s tensors.
+//!
+//! pytorchcv's `AlexNet` class (which its `zfnet` is, with other kernels) names its layers:
+//!
+//! | pytorchcv | zfvis |
+//! |---|---|
+//! | `features.stage1.unit1.conv.{weight,bias}` | `conv1.*` |
+//! | `features.stage2.unit1.conv.*` | `conv2.*` |
+//! | `features.stage3.unit{1,2,3}.conv.*` | `conv3.*`, `conv4.*`, `conv5.*` |
+//! | `output.fc1.fc.*`, `output.fc2.fc.*`, `output.fc3.*` | `fc6.*`, `fc7.*`, `fc8.*` |
+//!
+//! (a `module.` prefix, as `nn.DataParallel` saves, is dropped). The architecture follows from
+//! conv1's kernel: 7×7 is ZFNet, 11×11 AlexNet; every width (channels, fc, classes) from the
+//! tensors' shapes.
+
+pub mod torch;
+
+use crate::arch::Architecture;
+use crate::model::ZfNet;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+pub use torch::Container;
+
+/// Tensors read from a file, f32 on the CPU, in the file's own names and order.
+pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let container = Container::sniff(&head[..n]).ok_or_else(|| {
+        Error::Weights(format!(
+            "{}: neither a torch.save file (zip or legacy) nor safetensors",
+            path.display()
+        ))
+    })?;
+    let tensors = match container {
+        Container::TorchZip => torch::read_zip(path)?,
+        Container::TorchLegacy => torch::read_legacy(path)?,
+        Container::Safetensors => {
+            let mut t: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
+                .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+                .collect::<Result<_>>()?;
+            t.sort_by(|a, b| a.0.cmp(&b.0));
+            t
+        }
+    };
+    if tensors.is_empty() {
+        return Err(Error::Weights(format!(
+            "{}: no tensors found (is it a model or state dict?)",
+            path.display()
+        )));
+    }
+    Ok((container, tensors))
+}
+
+/// The zfvis name of a pytorchcv or zfvis tensor name, `None` when it is neither.
+pub fn zfvis_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    let (layer, param) = name.rsplit_once('.')?;
+    if !matches!(param, "weight" | "bias") {
+        return None;
+    }
+    let ours = match layer {
+        "features.stage1.unit1.conv" | "conv1" => "conv1",
+        "features.stage2.unit1.conv" | "conv2" => "conv2",
+        "features.stage3.unit1.conv" | "conv3" => "conv3",
+        "features.stage3.unit2.conv" | "conv4" => "conv4",
+        "features.stage3.unit3.conv" | "conv5" => "conv5",
+        "output.fc1.fc" | "fc6" => "fc6",
+        "output.fc2.fc" | "fc7" => "fc7",
+        "output.fc3" | "fc8" => "fc8",
+        _ => return None,
+    };
+    Some(format!("{ours}.{param}"))
+}
+
+/// Renames every tensor to zfvis's names; a name that is neither pytorchcv's nor ours, or two
+/// tensors for one layer, is an error naming it.
+pub fn rename(tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, t) in tensors {
+        let ours = zfvis_name(&name).ok_or_else(|| {
+            Error::Weights(format!(
+                "unknown layer {name:?}: expected pytorchcv ZFNet/AlexNet names \
+                 (features.stage1.unit1.conv.weight … output.fc3.bias) or zfvis names (conv1.weight … fc8.bias)"
+            ))
+        })?;
+        if out.insert(ours.clone(), t).is_some() {
+            return Err(Error::Weights(format!(
+                "two tensors for {ours} (the second is {name:?})"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The architecture conv1's kernel says: 7×7 ZFNet, 11×11 AlexNet.
+pub fn detect(tensors: &HashMap<String, Tensor>) -> Result<Architecture> {
+    let w = tensors
+        .get("conv1.weight")
+        .ok_or_else(|| Error::Weights("no conv1.weight: not a ZFNet or AlexNet".into()))?;
+    match w.dims() {
+        [_, 3, 7, 7] => Ok(Architecture::Zfnet),
+        [_, 3, 11, 11] => Ok(Architecture::Alexnet),
+        d => Err(Error::Weights(format!(
+            "conv1.weight is {d:?}: neither ZFNet's 7×7 nor AlexNet's 11×11 kernels over 3 colours"
+        ))),
+    }
+}
+
+/// Fails on the first tensor holding NaN or ±∞, naming it and how many such values it has.
+pub fn check_finite(tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let values = tensors[name].flatten_all()?.to_vec1::<f32>()?;
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::Weights(format!(
+                "{name} has {bad} NaN or infinite values of {}",
+                values.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What [`import`] found.
+pub struct Imported {
+    pub container: Container,
+    pub architecture: Architecture,
+    /// zfvis-named f32 tensors that make a [`ZfNet`] of `architecture`.
+    pub tensors: HashMap<String, Tensor>,
+    pub net: ZfNet,
+}
+
+/// Reads `path`, renames, checks every value is finite and builds the network (which checks
+/// every shape against the architecture, naming the layer that does not fit). `arch`: what the
+/// user says it is; `None` detects it.
+pub fn import(path: &Path, arch: Option<Architecture>) -> Result<Imported> {
+    let (container, tensors) = read_tensors(path)?;
+    let tensors = rename(tensors)?;
+    let detected = detect(&tensors)?;
+    if let Some(a) = arch.filter(|&a| a != detected) {
+        return Err(Error::Weights(format!(
+            "--arch says {a:?}, but conv1.weight is {:?}, which is {detected:?}",
+            tensors["conv1.weight"].dims()
+        )));
+    }
+    check_finite(&tensors)?;
+    let net = ZfNet::from_tensors(detected, tensors.clone(), &Device::Cpu)?;
+    Ok(Imported {
+        container,
+        architecture: detected,
+        tensors,
+        net,
+    })
+}
