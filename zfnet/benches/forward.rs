@@ -79,8 +79,15 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(default)
     };
     let (fc, classes) = (var("ZFVIS_BENCH_FC", 1024), var("ZFVIS_BENCH_CLASSES", 10));
-    let tensors = zfnet::init::random_tensors(arch, arch.paper_channels(), fc, classes, 1)?;
-    let net = zfnet::ZfNet::from_tensors(arch, tensors, &device)?;
+    // ZFVIS_BENCH_WEIGHTS: a real model (tools/bench_ort.py times ORT on the same one)
+    let net = match std::env::var_os("ZFVIS_BENCH_WEIGHTS") {
+        Some(path) => zfnet::LoadedModel::load(std::path::Path::new(&path), &device)?.net,
+        None => {
+            let tensors = zfnet::init::random_tensors(arch, arch.paper_channels(), fc, classes, 1)?;
+            zfnet::ZfNet::from_tensors(arch, tensors, &device)?
+        }
+    };
+    let (fc, classes) = (net.fc_width(), net.num_classes());
     let peak = fma_peak();
     let batches: Vec<usize> = std::env::args()
         .skip(1)

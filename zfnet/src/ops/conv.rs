@@ -300,26 +300,51 @@ pub(crate) fn conv_relu_image(
     threaded: bool,
 ) {
     let (rows, total) = (g.rows(), g.cols());
-    let block = (COLUMN_BLOCK_BYTES / (4 * rows)).max(256).min(total.max(1));
-    let par = if threaded {
-        Parallelism::Rayon(0)
+    let block = (COLUMN_BLOCK_BYTES / (4 * rows))
+        .max(1024)
+        .min(total.max(1));
+    // a lone image: each thread takes a band of output maps (multiples of gemm's 16-row
+    // micro-tile) against the shared columns; gemm's own threading splits conv1's small K badly
+    let band = if threaded {
+        g.c_out
+            .div_ceil(rayon::current_num_threads().max(1))
+            .div_ceil(16)
+            .max(1)
+            * 16
     } else {
-        Parallelism::None
+        g.c_out
     };
     for start in (0..total).step_by(block) {
         let positions = start..(start + block).min(total);
         let len = positions.len();
         cols.resize(rows * len, 0.0);
         im2col_par(x, g, positions, &mut cols[..rows * len], threaded);
-        sgemm_into(
-            (g.c_out, len, rows),
-            Mat::rows(weight, rows),
-            Mat::rows(&cols[..rows * len], len),
-            (&mut y[start..], total),
-            par,
-        );
+        let cols = &cols[..rows * len];
+        let gemm_band = |(i, ys): (usize, &mut [f32])| {
+            sgemm_into(
+                (ys.len() / total, len, rows),
+                Mat::rows(&weight[i * band * rows..], rows),
+                Mat::rows(cols, len),
+                (&mut ys[start..], total),
+                Parallelism::None,
+            )
+        };
+        if threaded {
+            y.par_chunks_mut(band * total)
+                .enumerate()
+                .for_each(gemm_band);
+        } else {
+            y.chunks_mut(band * total).enumerate().for_each(gemm_band);
+        }
     }
-    bias_relu_wide(y, bias, total);
+    let relu_band = |(ys, b): (&mut [f32], &[f32])| bias_relu_wide(ys, b, total);
+    if threaded {
+        y.par_chunks_mut(band * total)
+            .zip(bias.par_chunks(band))
+            .for_each(relu_band);
+    } else {
+        relu_band((y, bias));
+    }
 }
 
 /// `y[c] = max(y[c] + bias[c], 0)` over rows of `len` values.
