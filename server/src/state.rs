@@ -112,6 +112,8 @@ pub struct AppState {
     pub sweeps: Sweeps,
     /// Finished analyses (invariance curves as JSON) by image ids and parameters.
     pub analyses: crate::store::images::BytesCache,
+    /// Identical top-9 pictures and projections asked for at once are computed once.
+    pub flights: crate::store::flight::Flights,
     jobs: Arc<Semaphore>,
     /// Requests waiting for a job slot now.
     queued: std::sync::atomic::AtomicUsize,
@@ -132,6 +134,7 @@ impl AppState {
             probes: ProbeSlot::default(),
             sweeps: Default::default(),
             analyses: crate::store::images::BytesCache::new(CACHED_ANALYSES),
+            flights: Default::default(),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Seconds an upload may stall before it is ended.
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
+    /// Requests that may wait for a model slot; one more is answered 503 at once.
+    #[arg(long, default_value_t = 64)]
+    max_queued_jobs: usize,
     /// Seconds a sweep that nobody watches or polls keeps computing before it stops.
     #[arg(long, default_value_t = 10)]
     sweep_grace_secs: u64,
@@ -80,6 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = Limits {
         max_body_bytes: args.max_body_mib.max(1) * 1024 * 1024,
         sweep_grace: Duration::from_secs(args.sweep_grace_secs),
+        max_queued_jobs: args.max_queued_jobs.max(1),
         ..Default::default()
     };
     // An explicit --index must fit: checked before binding, so a wrong file stops the start.

@@ -25,8 +25,20 @@ pub fn router() -> ApiRouter {
 }
 
 /// Makes sure every hit of the map has its patch and reconstruction on disk, computing the
-/// missing ones in one batch.
+/// missing ones in one batch (once, when several requests ask at the same time).
 async fn ensure_pictures(state: &Arc<AppState>, at: MapParam) -> Result<(), AppError> {
+    if state
+        .probes()?
+        .missing_pictures(at.layer, at.map)?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    // one render per map however many ask at once; the others then find the pictures on disk
+    let _turn = state
+        .flights
+        .turn(&format!("top9/{}/{}", at.layer, at.map))
+        .await;
     let missing = state.probes()?.missing_pictures(at.layer, at.map)?;
     if missing.is_empty() {
         return Ok(());

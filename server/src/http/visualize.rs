@@ -224,6 +224,11 @@ async fn projection_png(
     if let Some(png) = state.images.png(&key) {
         return Ok(png_response_shared(png));
     }
+    // identical projections asked for at once (a class on one permalink) are computed once
+    let _turn = state.flights.turn(&key).await;
+    if let Some(png) = state.images.png(&key) {
+        return Ok(png_response_shared(png));
+    }
     let image = stored.image.clone();
     let png = state
         .run_blocking(move |model| {

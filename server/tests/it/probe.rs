@@ -311,3 +311,57 @@ async fn a_truncated_cached_picture_is_rebuilt() {
     drop(server);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A class opening one map at the same moment: with room for a single queued model job, eight
+/// identical top-9 requests (and eight identical projections) all succeed, because identical
+/// work waits for the first request's result instead of queueing its own; without single flight
+/// seven of them would be `503 overloaded`.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_at_once_are_computed_once() {
+    let cache = scratch_dir("probe-flight");
+    let server = Server::start(
+        &fixture_weights(),
+        &[
+            "--probe",
+            demo().to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--max-queued-jobs",
+            "1",
+        ],
+    );
+    let client = reqwest::Client::new();
+    // wait for the background index
+    for _ in 0..600 {
+        let h: serde_json::Value = get_json(&client, &format!("{}/api/health", server.url)).await;
+        if h["probe_index"]["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let url = format!("{}/visualize/conv4/5", server.url);
+    let answers = futures_util::future::join_all((0..8).map(|_| client.get(&url).send())).await;
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses, [200; 8], "top-9");
+
+    let image = crate::common::upload(&client, &server.url, "kite.jpg").await;
+    let png = format!(
+        "{}{}",
+        server.url,
+        zfvis_api::paths::projection(&image.id, "conv5", 9, zfvis_api::ProjectionMode::Map, None)
+    );
+    let answers = futures_util::future::join_all((0..8).map(|_| client.get(&png).send())).await;
+    let mut bodies = Vec::new();
+    for r in answers {
+        let r = r.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "projection");
+        bodies.push(r.bytes().await.unwrap());
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "one picture for all"
+    );
+}
