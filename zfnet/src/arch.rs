@@ -1,8 +1,11 @@
-//! The two layouts zfvis runs: ZFNet and, for the paper's Fig. 6 comparison, AlexNet.
+//! The layouts zfvis runs: ZFNet and, for the paper's Fig. 6 comparison, AlexNet, both as in the
+//! imgclsmob / pytorchcv model zoo, and torchvision's AlexNet.
 //!
-//! Both are five conv layers (ReLU; LRN after 1–2; a 3×3/2 ceil-mode max pool after 1, 2 and 5)
-//! and three fully connected layers, as in the imgclsmob / pytorchcv model zoo. Channel widths and
-//! the fc width come from the weights, so narrower variants (test fixtures) take the same path.
+//! All are five conv layers with ReLU and a 3×3/2 max pool after 1, 2 and 5, then three fully
+//! connected layers. pytorchcv's add LRN after conv1–2 and pool in ceil mode; torchvision's AlexNet
+//! has no LRN, pools in floor mode and pads conv1 by 2 (its adaptive 6×6 average pool is the
+//! identity at 224 px). Channel widths and the fc width come from the weights, so narrower
+//! variants (test fixtures) and wider ones (pytorchcv's zfnetb) take the same path.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +19,9 @@ pub enum Architecture {
     Zfnet,
     /// Krizhevsky et al. 2012 as in pytorchcv: conv1 11×11/4 p0, conv2 5×5/1 p2.
     Alexnet,
+    /// torchvision's `alexnet`: conv1 11×11/4 p2, conv2 5×5/1 p2, no LRN, floor-mode pools.
+    #[serde(rename = "alexnet-torchvision")]
+    AlexnetTorchvision,
 }
 
 /// One conv layer's geometry and what follows it.
@@ -55,6 +61,21 @@ impl Architecture {
                 conv(3, 1, 1, false, false),
                 conv(3, 1, 1, false, true),
             ],
+            Architecture::AlexnetTorchvision => [
+                conv(11, 4, 2, false, true),
+                conv(5, 1, 2, false, true),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, false),
+                conv(3, 1, 1, false, true),
+            ],
+        }
+    }
+
+    /// The max pool after conv1, conv2 and conv5: 3×3/2, ceil mode except torchvision's.
+    pub fn pool(self) -> crate::ops::maxpool::Pool2d {
+        crate::ops::maxpool::Pool2d {
+            ceil_mode: self != Architecture::AlexnetTorchvision,
+            ..crate::ops::maxpool::Pool2d::OVERLAPPING_CEIL
         }
     }
 
@@ -67,6 +88,7 @@ impl Architecture {
         match self {
             Architecture::Zfnet => "zfnet",
             Architecture::Alexnet => "alexnet",
+            Architecture::AlexnetTorchvision => "alexnet-torchvision",
         }
     }
 }
@@ -79,7 +101,7 @@ impl ConvSpec {
 
 /// Spatial side lengths through the conv stack: `(conv output, pooled output)` per layer.
 pub fn spatial_sizes(arch: Architecture) -> [(usize, Option<usize>); 5] {
-    let pool = crate::ops::maxpool::Pool2d::OVERLAPPING_CEIL;
+    let pool = arch.pool();
     let mut side = INPUT_SIZE;
     arch.conv_specs().map(|spec| {
         let out = spec.output_len(side);

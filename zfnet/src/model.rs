@@ -203,7 +203,7 @@ impl ZfNet {
             convs,
             fcs,
             lrn: LrnParams::ZFNET,
-            pool: Pool2d::OVERLAPPING_CEIL,
+            pool: arch.pool(),
             device: device.clone(),
         })
     }

@@ -7,7 +7,6 @@
 //! conv4 107 (16), conv5 139 (16).
 
 use crate::arch::{Architecture, INPUT_SIZE};
-use crate::ops::maxpool::Pool2d;
 
 /// Receptive-field geometry of one layer's units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub struct PixelBox {
 
 /// Receptive field of the rectified output of conv layer `layer` (0-based).
 pub fn receptive_field(arch: Architecture, layer: usize) -> ReceptiveField {
-    let pool = Pool2d::OVERLAPPING_CEIL;
+    let pool = arch.pool();
     let mut rf = ReceptiveField {
         size: 1,
         jump: 1,

@@ -248,3 +248,60 @@ fn imagenet_classes_are_the_thousand_in_logit_order() {
         ]
     );
 }
+
+/// max |a − b| over the reference's largest magnitude.
+fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "shape");
+    let (got, want) = (values(got), values(want));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    got.iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+/// torchvision's AlexNet (no LRN, floor pools, conv1 padding 2), named as torchvision names it:
+/// recognised from its names, and every layer, switch and logit as PyTorch computed them.
+#[test]
+fn torchvision_alexnet_imports_and_matches_pytorch_at_every_layer() -> anyhow::Result<()> {
+    let got = import(&fixture("import/alexnet-tv-narrow.zip.pth"), None)?;
+    assert_eq!(got.architecture, Architecture::AlexnetTorchvision);
+    let want: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixture("import/alexnet-tv-narrow.expected.safetensors"),
+        &Device::Cpu,
+    )?;
+    let trace = got.net.forward_trace(&want["input"])?;
+    let mut report = Vec::new();
+    for (i, layer) in trace.convs.iter().enumerate() {
+        let name = format!("conv{}", i + 1);
+        assert!(
+            layer.normalized.is_none(),
+            "{name}: torchvision's AlexNet has no LRN"
+        );
+        let err = relative_error(&layer.activation, &want[&format!("{name}.activation")]);
+        report.push(format!("{name} {err:.1e}"));
+        assert!(err <= 1e-4, "{name}.activation: {err:.2e}");
+        if let Some(p) = &layer.pooled {
+            let err = relative_error(&p.output, &want[&format!("{name}.pooled")]);
+            assert!(err <= 1e-4, "{name}.pooled: {err:.2e}");
+            let sw: Vec<i64> = p.switches.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
+            let want_sw: Vec<i64> = want[&format!("{name}.switches")].flatten_all()?.to_vec1()?;
+            assert!(sw == want_sw, "{name}: switches differ");
+        }
+    }
+    for (name, t) in [
+        ("fc6", &trace.fc6),
+        ("fc7", &trace.fc7),
+        ("logits", &trace.logits),
+    ] {
+        let err = relative_error(t, &want[name]);
+        report.push(format!("{name} {err:.1e}"));
+        assert!(err <= 1e-4, "{name}: {err:.2e}");
+    }
+    eprintln!("torchvision AlexNet: {}", report.join(", "));
+    // the receptive field follows its conv1 padding of 2
+    let rf = zfnet::receptive::receptive_field(Architecture::AlexnetTorchvision, 0);
+    assert_eq!(rf.unit_box(0, 0).x0, 0);
+    assert_eq!(rf.unit_box(1, 1).x0, 2, "unit 1 starts at 4 − 2");
+    Ok(())
+}

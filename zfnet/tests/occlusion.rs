@@ -35,8 +35,25 @@ fn batched_and_incremental_sweeps_equal_one_forward_per_image() -> anyhow::Resul
         &root().join("tests/fixtures/zfnet-narrow.safetensors"),
         &device,
     )?;
+    // and torchvision's AlexNet layout (no LRN, floor pools), as imported
+    let tv = zfnet::import::import(
+        &root().join("tests/fixtures/import/alexnet-tv-narrow.zip.pth"),
+        None,
+    )?
+    .net;
+    for net in [&model.net, &tv] {
+        check_sweeps(net, &model.manifest.preprocess)?;
+    }
+    Ok(())
+}
+
+fn check_sweeps(
+    net: &zfnet::ZfNet,
+    preprocess: &zfnet::manifest::Preprocess,
+) -> anyhow::Result<()> {
+    let device = candle_core::Device::Cpu;
     let bytes = std::fs::read(root().join("web/assets/demo/dog.jpg"))?;
-    let prepared = zfnet::preprocess::prepare(&bytes, &model.manifest.preprocess)?;
+    let prepared = zfnet::preprocess::prepare(&bytes, preprocess)?;
     let input = prepared.to_tensor(&device)?;
     let cases = [
         OcclusionParams {
@@ -59,16 +76,7 @@ fn batched_and_incremental_sweeps_equal_one_forward_per_image() -> anyhow::Resul
         },
     ];
     for params in cases {
-        let run = |m| {
-            sweep(
-                &model.net,
-                &model.manifest.preprocess,
-                &input,
-                &params,
-                m,
-                &|_, _| true,
-            )
-        };
+        let run = |m| sweep(net, preprocess, &input, &params, m, &|_, _| true);
         let naive = run(Method::Naive)?;
         assert_eq!(naive.activation.len(), params.grid() * params.grid());
         same(&naive, &run(Method::Batched)?);

@@ -16,6 +16,7 @@ enum ArchArg {
     Auto,
     Zfnet,
     Alexnet,
+    AlexnetTorchvision,
 }
 
 /// Import weights (e.g. pytorchcv's zfnet-1727-d010ddca.pth) as a zfvis model: safetensors plus
@@ -24,7 +25,8 @@ enum ArchArg {
 pub struct ImportArgs {
     /// A torch.save file (.pth, zip or legacy format; state dict or whole model) or safetensors.
     file: PathBuf,
-    /// The network: auto (from conv1's kernel: 7×7 ZFNet, 11×11 AlexNet), zfnet or alexnet.
+    /// The network: auto (torchvision's names: its AlexNet; else conv1's kernel: 7×7 ZFNet, 11×11
+    /// pytorchcv's AlexNet), zfnet, alexnet or alexnet-torchvision.
     #[arg(long, value_enum, default_value = "auto")]
     arch: ArchArg,
     /// Class names in logit order: imagenet1k (the 1000 ImageNet classes, built in) or a text
@@ -106,6 +108,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         ArchArg::Auto => None,
         ArchArg::Zfnet => Some(Architecture::Zfnet),
         ArchArg::Alexnet => Some(Architecture::Alexnet),
+        ArchArg::AlexnetTorchvision => Some(Architecture::AlexnetTorchvision),
     };
     let spinner = ProgressBar::new_spinner().with_message(format!("reading {}", file.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -140,8 +143,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         architecture: imported.architecture,
         fc_width: net.fc_width(),
         classes,
-        // pytorchcv's ImageNet models: resize 256 (224 / 0.875), centre crop 224, ImageNet
-        // statistics
+        // pytorchcv's and torchvision's ImageNet models: resize 256 (224 / 0.875), centre crop
+        // 224, ImageNet statistics
         preprocess: Preprocess::imagenet(),
         trained: true,
         provenance: format!(

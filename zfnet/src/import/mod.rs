@@ -11,9 +11,11 @@
 //! | `features.stage3.unit{1,2,3}.conv.*` | `conv3.*`, `conv4.*`, `conv5.*` |
 //! | `output.fc1.fc.*`, `output.fc2.fc.*`, `output.fc3.*` | `fc6.*`, `fc7.*`, `fc8.*` |
 //!
-//! (a `module.` prefix, as `nn.DataParallel` saves, is dropped). The architecture follows from
-//! conv1's kernel: 7×7 is ZFNet, 11×11 AlexNet; every width (channels, fc, classes) from the
-//! tensors' shapes.
+//! torchvision's `alexnet` names them `features.{0,3,6,8,10}.*` and `classifier.{1,4,6}.*` (a
+//! `module.` prefix, as `nn.DataParallel` saves, is dropped). The architecture follows from the
+//! names and conv1's kernel: torchvision's names are torchvision's AlexNet; otherwise 7×7 is
+//! ZFNet, 11×11 pytorchcv's AlexNet. Every width (channels, fc, classes) comes from the tensors'
+//! shapes.
 
 pub mod torch;
 
@@ -79,20 +81,38 @@ pub fn zfvis_name(name: &str) -> Option<String> {
         "output.fc1.fc" | "fc6" => "fc6",
         "output.fc2.fc" | "fc7" => "fc7",
         "output.fc3" | "fc8" => "fc8",
+        // torchvision's AlexNet
+        "features.0" => "conv1",
+        "features.3" => "conv2",
+        "features.6" => "conv3",
+        "features.8" => "conv4",
+        "features.10" => "conv5",
+        "classifier.1" => "fc6",
+        "classifier.4" => "fc7",
+        "classifier.6" => "fc8",
         _ => return None,
     };
     Some(format!("{ours}.{param}"))
 }
 
-/// Renames every tensor to zfvis's names; a name that is neither pytorchcv's nor ours, or two
-/// tensors for one layer, is an error naming it.
+/// Whether the names are torchvision's AlexNet's.
+pub fn torchvision_names(names: &[&str]) -> bool {
+    names.iter().any(|n| {
+        let n = n.strip_prefix("module.").unwrap_or(n);
+        n.starts_with("features.0.") || n.starts_with("classifier.")
+    })
+}
+
+/// Renames every tensor to zfvis's names; a name that is neither pytorchcv's, torchvision's nor
+/// ours, or two tensors for one layer, is an error naming it.
 pub fn rename(tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (name, t) in tensors {
         let ours = zfvis_name(&name).ok_or_else(|| {
             Error::Weights(format!(
                 "unknown layer {name:?}: expected pytorchcv ZFNet/AlexNet names \
-                 (features.stage1.unit1.conv.weight … output.fc3.bias) or zfvis names (conv1.weight … fc8.bias)"
+                 (features.stage1.unit1.conv.weight … output.fc3.bias), torchvision AlexNet names \
+                 (features.0.weight … classifier.6.bias) or zfvis names (conv1.weight … fc8.bias)"
             ))
         })?;
         if out.insert(ours.clone(), t).is_some() {
@@ -104,7 +124,8 @@ pub fn rename(tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, Tensor>>
     Ok(out)
 }
 
-/// The architecture conv1's kernel says: 7×7 ZFNet, 11×11 AlexNet.
+/// The architecture conv1's kernel says: 7×7 ZFNet, 11×11 AlexNet (pytorchcv's: torchvision's
+/// has the same kernels, and only its names tell it apart).
 pub fn detect(tensors: &HashMap<String, Tensor>) -> Result<Architecture> {
     let w = tensors
         .get("conv1.weight")
@@ -149,8 +170,17 @@ pub struct Imported {
 /// user says it is; `None` detects it.
 pub fn import(path: &Path, arch: Option<Architecture>) -> Result<Imported> {
     let (container, tensors) = read_tensors(path)?;
+    let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+    let torchvision = torchvision_names(&names);
     let tensors = rename(tensors)?;
-    let detected = detect(&tensors)?;
+    let detected = match (detect(&tensors)?, torchvision, arch) {
+        (Architecture::Alexnet, true, _) => Architecture::AlexnetTorchvision,
+        // zfvis names carry no padding or LRN: the user may say which AlexNet
+        (Architecture::Alexnet, false, Some(Architecture::AlexnetTorchvision)) => {
+            Architecture::AlexnetTorchvision
+        }
+        (a, _, _) => a,
+    };
     if let Some(a) = arch.filter(|&a| a != detected) {
         return Err(Error::Weights(format!(
             "--arch says {a:?}, but conv1.weight is {:?}, which is {detected:?}",

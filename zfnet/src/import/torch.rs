@@ -196,40 +196,161 @@ fn materialise(info: &TensorInfo, storage: &[u8], path: &Path) -> Result<Tensor>
     Ok(Tensor::from_vec(data, dims, &Device::Cpu)?)
 }
 
+/// The entries of a zip that `torch.save` wrote, found through its central directory: torch
+/// stores every entry uncompressed (sizes in data descriptors after the data, so the local
+/// headers alone do not say where an entry ends) and writes zip64 end records. `None` when the
+/// archive is not like that (compressed entries, no end record): the zip crate reads those.
+/// This also keeps valid torch files readable that the zip crate 9 refuses ("Invalid Central
+/// Directory header", seen on a torch file whose archive name is 21 characters long).
+fn stored_entries(
+    bytes: &[u8],
+) -> Option<std::collections::HashMap<String, std::ops::Range<usize>>> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let to_usize = |v: u64| usize::try_from(v).ok();
+    // the end of central directory record: 22 bytes plus a comment of at most 64 KiB
+    let lowest = bytes.len().saturating_sub(22 + 65_535);
+    let eocd = (lowest..bytes.len().saturating_sub(21)).rev().find(|&at| {
+        u32_at(at) == Some(0x0605_4b50)
+            && at + 22 + u16_at(at + 20).unwrap_or(0) as usize == bytes.len()
+    })?;
+    let (mut count, mut cd) = (u16_at(eocd + 10)? as u64, u32_at(eocd + 16)? as u64);
+    // zip64: the locator just before points at the zip64 end record
+    if eocd >= 20 && u32_at(eocd - 20) == Some(0x0706_4b50) {
+        let record = to_usize(u64_at(eocd - 20 + 8)?)?;
+        if u32_at(record) != Some(0x0606_4b50) {
+            return None;
+        }
+        count = u64_at(record + 32)?;
+        cd = u64_at(record + 48)?;
+    }
+    let mut entries = std::collections::HashMap::new();
+    let mut at = to_usize(cd)?;
+    for _ in 0..count {
+        if u32_at(at)? != 0x0201_4b50 || u16_at(at + 10)? != 0 {
+            return None; // not a central directory entry, or compressed
+        }
+        let (mut size, mut local) = (u32_at(at + 20)? as u64, u32_at(at + 42)? as u64);
+        let (name_len, extra_len, comment_len) = (
+            u16_at(at + 28)? as usize,
+            u16_at(at + 30)? as usize,
+            u16_at(at + 32)? as usize,
+        );
+        let name = std::str::from_utf8(bytes.get(at + 46..at + 46 + name_len)?).ok()?;
+        // zip64 extra field: the 64-bit values of the fields that are 0xFFFFFFFF, in order
+        let mut e = at + 46 + name_len;
+        let extra_end = e + extra_len;
+        while e + 4 <= extra_end {
+            let (id, len) = (u16_at(e)?, u16_at(e + 2)? as usize);
+            if id == 1 {
+                let mut v = e + 4;
+                if u32_at(at + 24)? == u32::MAX {
+                    v += 8; // uncompressed size
+                }
+                if size == u32::MAX as u64 {
+                    size = u64_at(v)?;
+                    v += 8;
+                }
+                if local == u32::MAX as u64 {
+                    local = u64_at(v)?;
+                }
+            }
+            e += 4 + len;
+        }
+        let local = to_usize(local)?;
+        if u32_at(local)? != 0x0403_4b50 {
+            return None;
+        }
+        let data = local + 30 + u16_at(local + 26)? as usize + u16_at(local + 28)? as usize;
+        let end = data.checked_add(to_usize(size)?)?;
+        if end > bytes.len() {
+            return None;
+        }
+        entries.insert(name.to_string(), data..end);
+        at = extra_end + comment_len;
+    }
+    Some(entries)
+}
+
+/// Where the entries of a zip-format file come from.
+enum Entries {
+    Walked(
+        Vec<u8>,
+        std::collections::HashMap<String, std::ops::Range<usize>>,
+    ),
+    Zip(Box<zip::ZipArchive<BufReader<std::fs::File>>>),
+}
+
+impl Entries {
+    fn open(path: &Path) -> Result<Entries> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(io)?;
+        if let Some(found) = stored_entries(&bytes).filter(|e| !e.is_empty()) {
+            return Ok(Entries::Walked(bytes, found));
+        }
+        drop(bytes);
+        let file = std::fs::File::open(path).map_err(io)?;
+        let zip = zip::ZipArchive::new(BufReader::new(file))
+            .map_err(|e| bad(path, format!("not a readable zip archive ({e})")))?;
+        Ok(Entries::Zip(Box::new(zip)))
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        match self {
+            Entries::Walked(_, e) => e.keys().cloned().collect(),
+            Entries::Zip(zip) => (0..zip.len())
+                .filter_map(|i| {
+                    zip.name_for_index(i)
+                        .and_then(|n| n.ok())
+                        .map(|n| n.to_string())
+                })
+                .collect(),
+        }
+    }
+
+    fn read(&mut self, name: &str) -> std::result::Result<Vec<u8>, String> {
+        match self {
+            Entries::Walked(bytes, e) => e
+                .get(name)
+                .map(|r| bytes[r.clone()].to_vec())
+                .ok_or_else(|| "not in the archive".to_string()),
+            Entries::Zip(zip) => {
+                let mut out = Vec::new();
+                zip.by_name(name)
+                    .map_err(|e| e.to_string())?
+                    .read_to_end(&mut out)
+                    .map_err(|e| e.to_string())?;
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// All tensors of a zip-format file, as `f32`, in the order the pickle lists them.
 pub fn read_zip(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut zip = zip::ZipArchive::new(BufReader::new(file))
-        .map_err(|e| bad(path, format!("not a readable zip archive ({e})")))?;
-    let pickle = (0..zip.len())
-        .filter_map(|i| {
-            zip.name_for_index(i)
-                .and_then(|n| n.ok())
-                .map(|n| n.to_string())
-        })
+    let mut entries = Entries::open(path)?;
+    let pickle = entries
+        .names()
+        .into_iter()
         .find(|n| n.ends_with("/data.pkl") || n == "data.pkl")
         .ok_or_else(|| bad(path, "a zip file without data.pkl is not a torch.save file"))?;
     let dir = Path::new(pickle.trim_end_matches("data.pkl")).join("data");
-    let obj = {
-        let entry = zip
-            .by_name(&pickle)
-            .map_err(|e| bad(path, format!("{pickle}: {e}")))?;
-        unpickle(&mut BufReader::new(entry), path, "object")?
-    };
+    let pickled = entries
+        .read(&pickle)
+        .map_err(|e| bad(path, format!("{pickle}: {e}")))?;
+    let obj = unpickle(&mut std::io::Cursor::new(pickled), path, "object")?;
     let mut out = Vec::new();
     for info in tensors_of(obj, &dir) {
-        let mut bytes = Vec::new();
-        zip.by_name(&info.path)
-            .and_then(|mut e| Ok(e.read_to_end(&mut bytes)?))
-            .map_err(|e| {
-                bad(
-                    path,
-                    format!("storage {} of tensor {}: {e}", info.path, info.name),
-                )
-            })?;
+        let bytes = entries.read(&info.path).map_err(|e| {
+            bad(
+                path,
+                format!("storage {} of tensor {}: {e}", info.path, info.name),
+            )
+        })?;
         out.push((info.name.clone(), materialise(&info, &bytes, path)?));
     }
     Ok(out)
