@@ -212,3 +212,84 @@ async fn the_readme_route_table_is_the_openapi_document() {
         "README's API table vs /api/openapi.json"
     );
 }
+
+/// A bounded mutation fuzzer for the upload path (multipart parsing, then decode): damaged
+/// multipart bodies around a valid PNG each get `200` or a 4xx JSON error naming a code, never a
+/// 5xx or a panic. Seeded; `ZFVIS_FUZZ_CASES` raises the count.
+#[tokio::test]
+async fn damaged_uploads_get_json_errors_never_a_5xx() {
+    let mut png = Vec::new();
+    {
+        use image::ImageEncoder;
+        let img =
+            image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]));
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(img.as_raw(), 40, 30, image::ExtendedColorType::Rgb8)
+            .unwrap();
+    }
+    let boundary = "zfvisFuzzBoundary";
+    let mut valid = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    valid.extend_from_slice(&png);
+    valid.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let cases: usize = std::env::var("ZFVIS_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for case in 0..cases {
+        let mut body = valid.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % body.len() as u64) as usize;
+            match next() % 4 {
+                0 => body[at] ^= 1 << (next() % 8),
+                1 => body.truncate(at.max(1)),
+                2 => body[at] = b"\r\n-\"; "[(next() % 6) as usize],
+                _ => {
+                    let chunk = body[at..(at + 16).min(body.len())].to_vec();
+                    body.splice(at..at, chunk);
+                }
+            }
+        }
+        let request = Request::builder()
+            .method("POST")
+            .uri(paths::templates::IMAGES)
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .expect("request");
+        let response = app().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .expect("body");
+        assert!(
+            status == StatusCode::OK || status.is_client_error(),
+            "case {case}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        if status.is_client_error() {
+            let err: ApiError = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("case {case}: {status} not JSON"));
+            *seen.entry(err.code.as_str().to_string()).or_insert(0) += 1;
+        } else {
+            *seen.entry("ok".to_string()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("upload fuzz outcomes: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "the mutations exercise more than one outcome: {seen:?}"
+    );
+}
