@@ -31,7 +31,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts `zfvis serve` and, with `--probe`, waits for its index.
     pub fn start(weights: &std::path::Path, extra: &[&str]) -> Server {
+        let server = Server::start_only(weights, extra);
+        if extra.contains(&"--probe") {
+            wait_for_index(&server.url);
+        }
+        server
+    }
+
+    /// Starts `zfvis serve` and returns once it listens (a probe index may still be building).
+    pub fn start_only(weights: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zfvis"))
             .args(["serve", "--addr", "127.0.0.1:0", "--ui-dir", "/nonexistent"])
             .arg("--weights")
@@ -60,16 +70,12 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "zfvis did not start within 60 s");
         };
-        // with a probe set the server answers at once and indexes in the background: wait
-        if extra.contains(&"--probe") {
-            wait_for_index(&url);
-        }
         Server { child, url }
     }
 }
 
 /// Polls `/api/health` until the probe index is ready (panics if it fails or takes 5 minutes).
-fn wait_for_index(url: &str) {
+pub fn wait_for_index(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let health: Option<zfvis_api::Health> = std::process::Command::new("curl")
@@ -89,6 +95,14 @@ fn wait_for_index(url: &str) {
             "probe index not ready in 5 minutes"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Server {
+    /// `kill -9`: SIGKILL, no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

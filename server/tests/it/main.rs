@@ -5,6 +5,7 @@
 mod analyses;
 mod common;
 mod default_model;
+mod faults;
 mod hardening;
 mod http;
 mod import;
