@@ -172,18 +172,11 @@ pub fn masked(data: &[f32], b: MaskBox) -> Vec<f32> {
     out
 }
 
-/// Table 1 for `inputs` (each `[1, 3, 224, 224]`, normalised) and `parts`, plus a `random` row
-/// from `repetitions` draws (none when 0) seeded by `seed`. `progress(done, total)` counts masked
-/// images; returning `false` cancels.
-pub fn correspondence(
-    net: &ZfNet,
-    inputs: &[Tensor],
-    parts: &[Part],
-    repetitions: usize,
-    seed: u64,
-    progress: &(dyn Fn(usize, usize) -> bool + Sync),
-) -> Result<Vec<Row>> {
-    let n = inputs.len();
+/// Checks a request's sizes before any work: 2–[`MAX_IMAGES`] images, 1–[`MAX_PARTS`] parts with
+/// one valid box per image each, at most [`MAX_REPETITIONS`] random draws. [`correspondence`]
+/// checks the same.
+pub fn check(images: usize, parts: &[Part], repetitions: usize) -> Result<()> {
+    let n = images;
     if !(2..=MAX_IMAGES).contains(&n) {
         return Err(Error::Config(format!(
             "give 2–{MAX_IMAGES} images, got {n}"
@@ -209,9 +202,26 @@ pub fn correspondence(
             )));
         }
         for b in &p.boxes {
-            b.validate()?;
+            b.validate()
+                .map_err(|e| Error::Config(format!("part \"{}\": {e}", p.name)))?;
         }
     }
+    Ok(())
+}
+
+/// Table 1 for `inputs` (each `[1, 3, 224, 224]`, normalised) and `parts`, plus a `random` row
+/// from `repetitions` draws (none when 0) seeded by `seed`. `progress(done, total)` counts masked
+/// images; returning `false` cancels.
+pub fn correspondence(
+    net: &ZfNet,
+    inputs: &[Tensor],
+    parts: &[Part],
+    repetitions: usize,
+    seed: u64,
+    progress: &(dyn Fn(usize, usize) -> bool + Sync),
+) -> Result<Vec<Row>> {
+    let n = inputs.len();
+    check(n, parts, repetitions)?;
     let data: Vec<Vec<f32>> = inputs
         .iter()
         .map(|t| Ok(t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?))

@@ -269,16 +269,6 @@ async fn correspondence(
 ) -> Result<Json<CorrespondenceResponse>, AppError> {
     use zfnet::correspondence as c;
     let n = req.images.len();
-    if !(2..=c::MAX_IMAGES).contains(&n) {
-        return Err(bad(format!("give 2–{} images, got {n}", c::MAX_IMAGES)));
-    }
-    if req.parts.is_empty() || req.parts.len() > c::MAX_PARTS {
-        return Err(bad(format!(
-            "give 1–{} parts, got {}",
-            c::MAX_PARTS,
-            req.parts.len()
-        )));
-    }
     let repetitions = req.repetitions.unwrap_or(DEFAULT_REPETITIONS);
     let parts: Vec<Part> = req
         .parts
@@ -297,20 +287,8 @@ async fn correspondence(
                 .collect(),
         })
         .collect();
-    // the library checks counts and boxes; check them here too so nothing waits for a job slot
-    for p in &parts {
-        if p.boxes.len() != n {
-            return Err(bad(format!(
-                "part \"{}\" has {} boxes for {n} images",
-                p.name,
-                p.boxes.len()
-            )));
-        }
-        for b in &p.boxes {
-            b.validate()
-                .map_err(|e| bad(format!("part \"{}\": {e}", p.name)))?;
-        }
-    }
+    // checked before taking a job slot (the library checks the same)
+    c::check(n, &parts, repetitions).map_err(|e| bad(e.to_string()))?;
     let images = req
         .images
         .iter()
