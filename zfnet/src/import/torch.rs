@@ -397,6 +397,7 @@ pub fn read_legacy(path: &Path) -> Result<Vec<(String, Tensor)>> {
     };
     let infos = tensors_of(obj, Path::new(""));
     // each storage: u64 element count, then its bytes, in key order
+    let limit = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as usize;
     let mut storages = std::collections::HashMap::new();
     for key in &keys {
         let elem = infos
@@ -407,7 +408,6 @@ pub fn read_legacy(path: &Path) -> Result<Vec<(String, Tensor)>> {
         r.read_exact(&mut n)
             .map_err(|_| bad(path, format!("the file ends before storage {key}")))?;
         let bytes = u64::from_le_bytes(n) as usize * elem;
-        let limit = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as usize;
         let here = r.stream_position().unwrap_or(0) as usize;
         if here + bytes > limit {
             return Err(bad(
