@@ -6,7 +6,7 @@
 use crate::arch::Architecture;
 use crate::manifest::{imagenette_classes, manifest_path, Manifest, Preprocess};
 use crate::model::{CONV_NAMES, FC_NAMES};
-use crate::{Error, Result};
+use crate::Result;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,16 +113,6 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
         classes.len(),
         seed,
     )?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    // a temporary name, synced, then renamed: a crash never leaves a half-written weights file
-    let tmp = crate::fsutil::temp_path(path);
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    crate::fsutil::commit(&tmp, path)?;
     let manifest = Manifest {
         format: 1,
         name: "zfnet-imagenette-untrained".into(),
@@ -138,6 +128,6 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
         evaluation: None,
         conv1: None,
     };
-    manifest.save(&manifest_path(path))?;
+    crate::manifest::save_model(path, &tensors, candle_core::DType::F32, &manifest)?;
     Ok(true)
 }

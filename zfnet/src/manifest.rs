@@ -160,6 +160,34 @@ pub fn manifest_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
 
+/// Writes a model: `tensors` as `dtype` to `path` (safetensors) and `manifest` beside it. The
+/// weights go to a temporary name, the manifest into place, then the weights: an interrupted or
+/// failed write leaves no weights file that a server would load.
+pub fn save_model(
+    path: &Path,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    dtype: candle_core::DType,
+    manifest: &Manifest,
+) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let tensors = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    let tmp = crate::fsutil::temp_path(path);
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    if let Err(e) = manifest.save(&manifest_path(path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    crate::fsutil::commit(&tmp, path)
+}
+
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -177,12 +205,10 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Writes the manifest (atomically: a temporary file, synced, then renamed).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        std::fs::write(path, text + "\n").map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
     }
 
     fn validate(&self) -> std::result::Result<(), String> {

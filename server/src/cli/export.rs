@@ -25,16 +25,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         candle_core::DType::F32
     };
-    let tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
-        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = zfnet::fsutil::temp_path(out);
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    zfnet::fsutil::commit(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?;
     let mut manifest = model.manifest;
     if args.f16 {
         manifest
@@ -43,7 +34,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         // accuracy must be measured again on the fp16 weights
         manifest.evaluation = None;
     }
-    manifest.save(&zfnet::manifest::manifest_path(out))?;
+    zfnet::manifest::save_model(out, &tensors, dtype, &manifest)
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {} ({:?})", out.display(), dtype);
     Ok(())
 }

@@ -158,26 +158,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     } else {
         candle_core::DType::F32
     };
-    let tensors = imported
-        .tensors
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
-        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()?;
-    // weights to a temporary name, manifest beside the final name, then the weights into place:
-    // an interrupted import leaves no model that `serve` would load
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = zfnet::fsutil::temp_path(out);
-    candle_core::safetensors::save(&tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    zfnet::manifest::save_model(out, &imported.tensors, dtype, &manifest)
+        .with_context(|| format!("writing {}", out.display()))?;
     let manifest_path = zfnet::manifest::manifest_path(out);
-    let text = serde_json::to_string_pretty(&manifest)? + "\n";
-    if let Err(e) = zfnet::fsutil::write_atomic(&manifest_path, text.as_bytes()) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    zfnet::fsutil::commit(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "imported {} ({:?}, {} classes, channels {:?}, fc {}) from {source}: {} and {}",
         manifest.name,

@@ -3,7 +3,7 @@
 
 use super::{io_err, EvalResult, Trainer};
 use crate::arch::Architecture;
-use crate::manifest::{manifest_path, ClassEntry, Evaluation, Manifest};
+use crate::manifest::{ClassEntry, Evaluation, Manifest};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -54,13 +54,7 @@ impl Trainer {
 
     /// Writes the current weights and a manifest to `path`.
     pub fn export(&self, path: &Path, val: Option<EvalResult>, what: &str) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
         let tensors = self.parameters();
-        let tmp = crate::fsutil::temp_path(path);
-        candle_core::safetensors::save(&tensors, &tmp)?;
-        crate::fsutil::commit(&tmp, path)?;
         let manifest = Manifest {
             format: 1,
             name: format!("zfnet-{}", self.train.root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into())),
@@ -89,7 +83,7 @@ impl Trainer {
                 None => None,
             },
         };
-        manifest.save(&manifest_path(path))
+        crate::manifest::save_model(path, &tensors, candle_core::DType::F32, &manifest)
     }
 
     pub(crate) fn log_step(
