@@ -136,11 +136,8 @@ pub enum Started<S, R> {
     Done(R),
 }
 
-/// POSTs `body` as JSON; `202` decodes as `S`, `200` as `R`.
-pub async fn post_json<S: DeserializeOwned, R: DeserializeOwned>(
-    url: &str,
-    body: &impl serde::Serialize,
-) -> ApiResult<Started<S, R>> {
+/// A POST of `body` as JSON, asking for `accept` when given.
+fn json_post(url: &str, body: &impl serde::Serialize, accept: Option<&str>) -> ApiResult<Request> {
     let init = RequestInit::new();
     init.set_method("POST");
     let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
@@ -149,9 +146,19 @@ pub async fn post_json<S: DeserializeOwned, R: DeserializeOwned>(
     headers
         .set("content-type", "application/json")
         .map_err(js_message)?;
+    if let Some(accept) = accept {
+        headers.set("accept", accept).map_err(js_message)?;
+    }
     init.set_headers(&headers);
-    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
-    let response = send(request).await?;
+    Request::new_with_str_and_init(url, &init).map_err(js_message)
+}
+
+/// POSTs `body` as JSON; `202` decodes as `S`, `200` as `R`.
+pub async fn post_json<S: DeserializeOwned, R: DeserializeOwned>(
+    url: &str,
+    body: &impl serde::Serialize,
+) -> ApiResult<Started<S, R>> {
+    let response = send(json_post(url, body, None)?).await?;
     if response.status() == 202 {
         Ok(Started::Accepted(decode(response).await?))
     } else {
@@ -168,20 +175,7 @@ pub async fn post_json_events(
     body: &impl serde::Serialize,
     mut on_event: impl FnMut(&str, &str),
 ) -> ApiResult<()> {
-    let init = RequestInit::new();
-    init.set_method("POST");
-    let json = serde_json::to_string(body).map_err(|e| e.to_string())?;
-    init.set_body(&JsValue::from_str(&json));
-    let headers = web_sys::Headers::new().map_err(js_message)?;
-    headers
-        .set("content-type", "application/json")
-        .map_err(js_message)?;
-    headers
-        .set("accept", "text/event-stream")
-        .map_err(js_message)?;
-    init.set_headers(&headers);
-    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
-    let response = send(request).await?;
+    let response = send(json_post(url, body, Some("text/event-stream"))?).await?;
     if !response.ok() {
         return decode::<serde_json::Value>(response).await.map(|_| ());
     }

@@ -12,6 +12,12 @@ pub async fn upload_demo(name: &str) -> crate::api::ApiResult<zfvis_api::ImageRe
     crate::api::post_image(zfvis_api::paths::templates::IMAGES, &blob, name).await
 }
 
+/// The first file of a drop, as an upload.
+fn dropped(ev: &leptos::ev::DragEvent) -> Option<Upload> {
+    let file = ev.data_transfer()?.files()?.get(0)?;
+    Upload::from_file(file)
+}
+
 pub const DEMO_IMAGES: [&str; 12] = [
     "dog.jpg",
     "chelsea.png",
@@ -64,14 +70,8 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
     let on_drop = move |ev: leptos::ev::DragEvent| {
         ev.prevent_default();
         set_dragging.set(false);
-        if let Some(file) = ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
-            if let Some(u) = Upload::from_file(file) {
-                on_upload(u);
-            }
+        if let Some(u) = dropped(&ev) {
+            on_upload(u);
         }
     };
     // A file dropped anywhere on the page is taken, not opened by the browser in place of the app.
@@ -81,14 +81,8 @@ pub fn UploadPanel(on_upload: impl Fn(Upload) + Copy + Send + Sync + 'static) ->
             return; // the drop zone took it
         }
         ev.prevent_default();
-        if let Some(file) = ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
-            if let Some(u) = Upload::from_file(file) {
-                on_upload(u);
-            }
+        if let Some(u) = dropped(&ev) {
+            on_upload(u);
         }
     });
     on_cleanup(move || {
