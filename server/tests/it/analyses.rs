@@ -355,14 +355,8 @@ async fn the_preset_runs_on_imagenette_springers() {
     let mut ids = Vec::new();
     for index in &got.probe_images {
         let index = index.expect("every preset image is in the probe set");
-        let r: zfvis_api::ImageResponse = client
-            .post(url(&zfvis_api::paths::probe_image(index)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: zfvis_api::ImageResponse =
+            crate::common::post_json(&client, &url(&zfvis_api::paths::probe_image(index))).await;
         ids.push(r.id);
     }
     let body = json!({"images": ids, "parts": got.parts, "repetitions": 2});

@@ -113,6 +113,11 @@ impl Drop for Server {
     }
 }
 
+/// POST to `url` without a body and decode its JSON answer, failing the test on any error.
+pub async fn post_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
+    client.post(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// GET `url` and decode its JSON body, failing the test on any error.
 pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
     let resp = client.get(url).send().await.expect("GET");

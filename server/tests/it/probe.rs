@@ -41,14 +41,8 @@ async fn top9_entries_match_the_single_image_views() {
         assert!(top.entries.windows(2).all(|w| w[0].value >= w[1].value));
         for entry in [&top.entries[0], &top.entries[8]] {
             // open the probe image as an uploaded one: its own view agrees with the index
-            let opened: ImageResponse = client
-                .post(format!("{}{}", server.url, entry.open_url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let opened: ImageResponse =
+                common::post_json(&client, &format!("{}{}", server.url, entry.open_url)).await;
             let view: VisualizeResponse = get_json(
                 &client,
                 &format!("{}/visualize/{layer}/{map}?image={}", server.url, opened.id),
@@ -130,18 +124,11 @@ async fn top9_entries_match_the_single_image_views() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     // an opened probe image says where it came from, and a later visit (a permalink) still does
-    let opened: zfvis_api::ImageResponse = client
-        .post(format!(
-            "{}{}",
-            server.url,
-            zfvis_api::paths::probe_image(0)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opened: ImageResponse = common::post_json(
+        &client,
+        &format!("{}{}", server.url, zfvis_api::paths::probe_image(0)),
+    )
+    .await;
     let source = opened.source.clone().expect("a source");
     assert!(source.starts_with("probe image "), "{source}");
     let again: zfvis_api::ImageResponse = common::get_json(
