@@ -202,7 +202,8 @@ pub fn backproject(
 ///
 /// Per image a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
 /// col2im scatter-add ([`crate::ops::conv::conv_transpose_host`], shared with the conv backward),
-/// several times faster than candle's direct-loop conv_transpose2d.
+/// several times faster than candle's direct-loop conv_transpose2d on the CPU; other devices use
+/// candle's ([`crate::ops::portable::conv_transpose`]).
 pub fn conv_transpose(
     x: &Tensor,
     weight: &Tensor,
@@ -227,6 +228,9 @@ pub fn conv_transpose(
             x.dims(),
             weight.dims()
         )));
+    }
+    if crate::ops::use_portable(x) {
+        return crate::ops::portable::conv_transpose(x, weight, stride, padding, out_side);
     }
     let host = |t: &Tensor| -> Result<Vec<f32>> {
         Ok(t.to_dtype(DType::F32)?

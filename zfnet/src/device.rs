@@ -22,7 +22,14 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                     "device '{spec}' asked for, but this build has no CUDA support (build with --features cuda)"
                 )));
             }
-            Ok(Device::new_cuda(ordinal)?)
+            Device::new_cuda(ordinal).map_err(|e| {
+                // candle's message carries a backtrace: keep its first line
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                Error::Config(format!(
+                    "CUDA device {ordinal} cannot be used ({first}): is an NVIDIA driver for \
+                     CUDA 13 installed, and does the GPU exist (nvidia-smi)?"
+                ))
+            })
         }
         other => Err(Error::Config(format!(
             "unknown device '{other}': use cpu, cuda, cuda:N or auto"

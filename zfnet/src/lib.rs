@@ -20,6 +20,7 @@ pub mod correspondence;
 pub mod dataset;
 pub mod deconv;
 pub mod device;
+pub mod device_check;
 mod error;
 pub mod filter_stats;
 pub mod fsutil;

@@ -1,5 +1,6 @@
 //! The command line: one module per command, each with its own arguments.
 
+pub mod check_device;
 pub mod correspondence;
 pub mod eval;
 pub mod export;
@@ -36,6 +37,7 @@ enum Command {
     Import(import::ImportArgs),
     InitWeights(init_weights::InitArgs),
     Correspondence(correspondence::CorrespondenceArgs),
+    CheckDevice(check_device::CheckDeviceArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -57,5 +59,6 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Import(args) => blocking(|| import::run(args)),
         Command::InitWeights(args) => init_weights::run(args),
         Command::Correspondence(args) => blocking(|| correspondence::run(args)),
+        Command::CheckDevice(args) => blocking(|| check_device::run(args)),
     }
 }

@@ -159,7 +159,7 @@ async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) 
             &model.manifest.preprocess,
             &image.trace.input,
             &p,
-            Method::Incremental,
+            Method::for_device(model.net.device()),
             &progress,
         )?;
         let pictures = zfnet::occlusion::pictures(&result);

@@ -3,6 +3,7 @@
 //! ([`routing`]).
 
 mod analyses;
+mod check_device;
 mod common;
 mod default_model;
 mod faults;

@@ -126,6 +126,18 @@ pub enum Method {
     Incremental,
 }
 
+impl Method {
+    /// The fastest method on `device`: incremental on the CPU (it recomputes only what the
+    /// occluder changes, on host memory), batched on a GPU (whole forwards in parallel).
+    pub fn for_device(device: &candle_core::Device) -> Method {
+        if device.is_cpu() {
+            Method::Incremental
+        } else {
+            Method::Batched
+        }
+    }
+}
+
 /// A finished sweep. Grids are row-major, `grid × grid`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OcclusionResult {

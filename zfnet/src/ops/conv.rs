@@ -274,7 +274,7 @@ pub fn conv2d_relu(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if super::use_portable(x) {
         let y = x.conv2d(weight, padding, stride, 1, 1)?;
         let c = bias.dim(0)?;
         return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?.relu()?);

@@ -51,10 +51,13 @@ impl LrnParams {
     }
 }
 
-/// Applies LRN across channels to an NCHW tensor. Differentiable on the CPU (a candle custom op);
-/// other devices round-trip through host memory.
+/// Applies LRN across channels to an NCHW tensor, differentiably: a candle custom op on the CPU,
+/// [`super::portable::lrn`] on other devices.
 pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
-    super::apply_on_host(x, LrnOp(p))
+    if super::use_portable(x) {
+        return super::portable::lrn(x, p);
+    }
+    super::apply_cpu(x, LrnOp(p))
 }
 
 /// `Σ a²` over channel `ch`'s window, for every pixel of one image `[c, plane]`, into `sums`.

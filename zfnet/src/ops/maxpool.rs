@@ -176,6 +176,9 @@ fn pool_all(
 
 /// Max-pools an NCHW tensor and records the argmax of each window.
 pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
+    if super::use_portable(x) {
+        return super::portable::max_pool_with_switches(x, pool);
+    }
     let device = x.device().clone();
     let ((values, switches, oh, ow), [n, c, h, w]) =
         super::with_host_nchw(x, |data, dims| (pool_all(data, dims, pool), dims))?;
@@ -188,9 +191,12 @@ pub fn max_pool_with_switches(x: &Tensor, pool: Pool2d) -> Result<Pooled> {
 
 /// Max-pools an NCHW tensor, differentiably (a candle custom op whose backward routes each
 /// output's gradient to its window's maximum, summing where windows share one: the same rule as
-/// [`max_unpool`]). For training; other devices round-trip through host memory.
+/// [`max_unpool`]). For training; other devices take [`super::portable::max_pool`].
 pub fn max_pool(x: &Tensor, pool: Pool2d) -> Result<Tensor> {
-    super::apply_on_host(
+    if super::use_portable(x) {
+        return super::portable::max_pool(x, pool);
+    }
+    super::apply_cpu(
         x,
         MaxPoolOp {
             pool,
@@ -258,6 +264,9 @@ impl candle_core::CustomOp1 for MaxPoolOp {
 /// it. `torch.nn.functional.max_unpool2d` instead *sets* (the last write wins), which silently
 /// drops signal wherever windows overlap.
 pub fn max_unpool(signal: &Tensor, switches: &Tensor, input_hw: (usize, usize)) -> Result<Tensor> {
+    if super::use_portable(signal) {
+        return super::portable::max_unpool(signal, switches, input_hw);
+    }
     let (values, [n, c, oh, ow], device) = host_nchw(signal)?;
     let sw_shape = switches.dims4()?;
     if sw_shape != (n, c, oh, ow) {

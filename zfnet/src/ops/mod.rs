@@ -3,28 +3,39 @@
 //! candle 0.11 has no local response normalisation, no ceil-mode pooling and no max-pool indices,
 //! and its conv2d backward is slow on the CPU. LRN, pooling and conv are candle custom ops with
 //! backward passes, so training differentiates through them.
-//! Each op here works on the CPU copy of a tensor, one image plane per rayon task; tensors on
-//! another device make a round trip through host memory (correct, not fast: see ARCHITECTURE.md).
+//! Each op here works on contiguous CPU data, one image plane per rayon task. Tensors on another
+//! device (CUDA) take [`portable`]: the same layers from candle's tensor operations, which run on
+//! that device without a host round trip.
 
 pub mod conv;
 pub mod lrn;
 pub mod maxpool;
+pub mod portable;
 mod simd;
 
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Applies a CPU custom op to `x` wherever it lives: directly on the CPU, through host memory
-/// (differentiably: candle's `to_device` has a backward) on other devices.
-pub(crate) fn apply_on_host(
+static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every op take [`portable`] on the CPU too (process-wide): lets tests and benches run the
+/// GPU's code path where no GPU is.
+pub fn force_portable(on: bool) {
+    FORCE_PORTABLE.store(on, Ordering::Relaxed);
+}
+
+/// Whether ops on `x` take [`portable`]: any tensor off the CPU, or all when forced.
+pub(crate) fn use_portable(x: &Tensor) -> bool {
+    !x.device().is_cpu() || FORCE_PORTABLE.load(Ordering::Relaxed)
+}
+
+/// Applies a CPU custom op to `x` (the callers send other devices to [`portable`]).
+pub(crate) fn apply_cpu(
     x: &Tensor,
     op: impl candle_core::CustomOp1 + Send + Sync + 'static,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        return Ok(x.contiguous()?.apply_op1(op)?);
-    }
-    let host = x.to_device(&Device::Cpu)?.contiguous()?.apply_op1(op)?;
-    Ok(host.to_device(x.device())?)
+    Ok(x.contiguous()?.apply_op1(op)?)
 }
 
 /// `(data, [n, c, h, w], device)` of a rank-4 tensor, as a contiguous host `f32` vector.
