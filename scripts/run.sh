@@ -5,6 +5,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
 source scripts/env.sh
+case ",${ZFVIS_FEATURES:-}," in
+  *,cuda,*)   # the CUDA toolkit from PyPI unless CUDA_HOME names one (scripts/build-cuda.sh)
+    if [ -z "${CUDA_HOME:-}" ]; then
+      bash scripts/setup-cuda.sh
+      source "$ZFVIS_CACHE/cuda-${ZFVIS_CUDA_VERSION:-13.0}/env.sh"
+    fi
+    export CARGO_TARGET_DIR="$ZFVIS_CACHE/target-cuda" ;;
+esac
 cargo build -p zfvis ${ZFVIS_FEATURES:+--features "$ZFVIS_FEATURES"}
 bash scripts/build-web.sh
 ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
