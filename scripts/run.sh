@@ -27,5 +27,5 @@ if [ ! -d "$PROBE" ]; then
 fi
 echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ once it says 'listening'; the probe index builds"
 echo "       in the background the first time (progress in the UI and /api/health). Ctrl+C stops."
-exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" \
+exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" --warm-top9 \
   --probe "$PROBE" "$@"

@@ -27,6 +27,9 @@ pub struct Health {
     /// The probe index behind top-9 views, when the server has a probe set.
     #[serde(default)]
     pub probe_index: Option<IndexStatus>,
+    /// Top-9 pictures rendered ahead of time (`serve --warm-top9`): maps done of all maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top9_warm: Option<IndexStatus>,
 }
 
 /// Where the probe index stands: built in the background after the server starts listening.

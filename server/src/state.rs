@@ -98,10 +98,14 @@ impl Access {
 
 /// Invariance results kept (a few kB to 100 kB of JSON each).
 const CACHED_ANALYSES: usize = 64;
+/// Predictions kept (about 500 bytes of JSON each).
+const CACHED_PREDICTIONS: usize = 4096;
 
 pub struct AppState {
     pub model: Arc<LoadedModel>,
     pub images: ImageStore,
+    /// Every upload's crop and answer on disk, so ids outlive their trace in `images`.
+    pub uploads: crate::store::uploads::UploadStore,
     pub info: ModelInfo,
     pub limits: Limits,
     /// Connection bounds (the body timeout applies in the router).
@@ -112,8 +116,12 @@ pub struct AppState {
     pub sweeps: Sweeps,
     /// Finished analyses (invariance curves as JSON) by image ids and parameters.
     pub analyses: crate::store::images::BytesCache,
+    /// `POST /api/predict` answers (JSON) by content id.
+    pub predictions: crate::store::images::BytesCache,
     /// Identical top-9 pictures and projections asked for at once are computed once.
     pub flights: crate::store::flight::Flights,
+    /// Maps whose top-9 pictures the warm-up has rendered, of all (`serve --warm-top9`).
+    pub warm: std::sync::Mutex<Option<(usize, usize)>>,
     jobs: Arc<Semaphore>,
     /// Requests waiting for a job slot now.
     queued: std::sync::atomic::AtomicUsize,
@@ -124,6 +132,7 @@ impl AppState {
         let info = model_info(&model);
         AppState {
             images: ImageStore::new(limits.cached_images),
+            uploads: crate::store::uploads::UploadStore::none(),
             model: Arc::new(model),
             info,
             jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
@@ -134,7 +143,9 @@ impl AppState {
             probes: ProbeSlot::default(),
             sweeps: Default::default(),
             analyses: crate::store::images::BytesCache::new(CACHED_ANALYSES),
+            predictions: crate::store::images::BytesCache::new(CACHED_PREDICTIONS),
             flights: Default::default(),
+            warm: Default::default(),
         }
     }
 
@@ -157,6 +168,12 @@ impl AppState {
                 "this server has no probe set: start it with --probe DIR for top-9 views (or give ?image=ID)",
             )),
         }
+    }
+
+    /// No request runs or waits for a model slot now.
+    pub fn idle(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self.jobs.available_permits() >= self.limits.max_concurrent_jobs
     }
 
     /// Runs CPU-heavy model work on the blocking pool, at most `max_concurrent_jobs` at once.

@@ -310,6 +310,28 @@ impl ZfNet {
         })
     }
 
+    /// The conv layers up to and including `last_conv` (0-based) only, for a deconvnet
+    /// projection from that layer: `convs` holds `last_conv + 1` layers, and the head is not run
+    /// (`fc6`, `fc7` and `logits` are empty, `[n, 0]`). A top-9 render of a conv1 map costs a
+    /// sixth of a full forward this way.
+    pub fn forward_trace_through(&self, input: &Tensor, last_conv: usize) -> Result<Trace> {
+        let mut convs: Vec<ConvTrace> = Vec::with_capacity(last_conv + 1);
+        for i in 0..=last_conv.min(self.convs.len() - 1) {
+            let x = if i == 0 { input } else { convs[i - 1].output() };
+            let t = self.conv_layer(i, x)?;
+            convs.push(t);
+        }
+        let n = input.dim(0)?;
+        let empty = Tensor::zeros((n, 0), input.dtype(), input.device())?;
+        Ok(Trace {
+            input: input.clone(),
+            convs,
+            fc6: empty.clone(),
+            fc7: empty.clone(),
+            logits: empty,
+        })
+    }
+
     /// Logits only.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
         Ok(self.forward_trace(input)?.logits)

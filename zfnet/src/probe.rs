@@ -282,7 +282,7 @@ pub fn hit_pictures(
         .flat_map(|p| p.data.iter().copied())
         .collect();
     let x = Tensor::from_vec(data, (hits.len(), 3, side, side), model.net.device())?;
-    let trace = model.net.forward_trace(&x)?;
+    let trace = model.net.forward_trace_through(&x, layer)?;
     let units = hits.iter().map(|h| (h.y as usize, h.x as usize)).collect();
     let projection = crate::deconv::project(
         &model.net,

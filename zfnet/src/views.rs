@@ -31,6 +31,13 @@ pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<(Prepared, Ten
     Ok((prepared, tensor))
 }
 
+/// The network's input for a crop kept from an earlier [`prepare_input`] (the same tensor).
+pub fn input_from_crop(model: &LoadedModel, crop: &image::RgbImage) -> Result<Tensor> {
+    let data = crate::preprocess::normalise(crop, &model.manifest.preprocess);
+    let (w, h) = (crop.width() as usize, crop.height() as usize);
+    Ok(Tensor::from_vec(data, (1, 3, h, w), model.net.device())?)
+}
+
 /// The `k` most probable classes of the first row of `logits`: `(class, probability)`, most
 /// probable first (ties: lower class first).
 pub fn top_classes(logits: &Tensor, k: usize) -> Result<Vec<(usize, f32)>> {

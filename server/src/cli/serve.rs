@@ -51,6 +51,15 @@ pub struct ServeArgs {
     /// Requests that may wait for a model slot; one more is answered 503 at once.
     #[arg(long, default_value_t = 64)]
     max_queued_jobs: usize,
+    /// Once the probe index is ready, render every map's top-9 pictures in the background while
+    /// no request needs the model (a class then never waits for one; ~20 min of idle CPU once
+    /// per model and probe set, kept in --cache-dir).
+    #[arg(long, requires = "probe")]
+    warm_top9: bool,
+    /// Uploads kept on disk (in --cache-dir) so their ids stay valid after their traces leave
+    /// memory and across restarts; the oldest go first.
+    #[arg(long, default_value_t = 10_000)]
+    max_stored_uploads: usize,
     /// Seconds a sweep that nobody watches or polls keeps computing before it stops.
     #[arg(long, default_value_t = 10)]
     sweep_grace_secs: u64,
@@ -93,7 +102,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
+    let uploads = crate::store::uploads::UploadStore::open(
+        &args.cache_dir,
+        &model.weights_sha256,
+        model.manifest.preprocess.crop,
+        args.max_stored_uploads,
+    );
     let mut state = AppState::new(model, limits);
+    state.uploads = uploads;
     state.conn = ConnLimits {
         max_connections: args.max_connections.max(1),
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
@@ -114,6 +130,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.probes.set(ProbeState::Building { done: 0, total: 0 });
         let cache = args.cache_dir.clone();
         let state = state.clone();
+        let warm = args.warm_top9.then(tokio::runtime::Handle::current);
         tokio::task::spawn_blocking(move || {
             let model = state.model.clone();
             let built = match given_index {
@@ -127,6 +144,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     let set = ProbeSet::new(index, dir, &cache, &model);
                     state.probes.set(ProbeState::Ready(Arc::new(set)));
                     tracing::info!("probe index ready");
+                    if let Some(runtime) = warm {
+                        runtime.spawn(crate::http::probe::warm_top9(state.clone()));
+                    }
                 }
                 Err(e) => {
                     tracing::error!("probe index: {e:#}");

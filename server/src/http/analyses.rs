@@ -4,7 +4,8 @@
 //! done (a few seconds; invariance can stream its progress instead); invariance results are
 //! cached by image and parameters.
 
-use super::extract::{stored, JsonBody, StoredParam, Q};
+use super::extract::{JsonBody, StoredParam, Q};
+use super::images::stored;
 use super::ApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -105,10 +106,10 @@ async fn invariance(
     let ids: Vec<String> = std::iter::once(first.id.clone())
         .chain(req.others.iter().cloned())
         .collect();
-    let images = ids
-        .iter()
-        .map(|id| stored(&state, id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut images = Vec::with_capacity(ids.len());
+    for id in &ids {
+        images.push(stored(&state, id).await?);
+    }
     let job = InvarianceJob {
         key: format!("invariance/{}/{steps}/{:?}", ids.join(","), req.class),
         ids,
@@ -289,11 +290,10 @@ async fn correspondence(
         .collect();
     // checked before taking a job slot (the library checks the same)
     c::check(n, &parts, repetitions).map_err(|e| bad(e.to_string()))?;
-    let images = req
-        .images
-        .iter()
-        .map(|id| stored(&state, id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut images = Vec::with_capacity(req.images.len());
+    for id in &req.images {
+        images.push(stored(&state, id).await?);
+    }
     let seed = req.seed.unwrap_or(1);
     let started = Instant::now();
     let rows = state

@@ -169,18 +169,6 @@ pub struct StoredParam {
     pub image: Arc<StoredImage>,
 }
 
-/// The image named `id`, or `404 image_not_found`.
-pub fn stored(state: &AppState, id: &str) -> Result<Arc<StoredImage>, AppError> {
-    state.images.get(id).ok_or_else(|| {
-        AppError::new(
-            ErrorCode::ImageNotFound,
-            format!(
-                "no image with id '{id}' (unknown, or expired from the cache): upload it again"
-            ),
-        )
-    })
-}
-
 impl FromRequestParts<Arc<AppState>> for StoredParam {
     type Rejection = AppError;
 
@@ -189,7 +177,7 @@ impl FromRequestParts<Arc<AppState>> for StoredParam {
         state: &Arc<AppState>,
     ) -> Result<Self, AppError> {
         let id = raw_param(parts, state, "id").await?;
-        let image = stored(state, &id)?;
+        let image = crate::http::images::stored(state, &id).await?;
         Ok(StoredParam { id, image })
     }
 }

@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::Json;
 use std::sync::Arc;
 use utoipa_axum::routes;
-use zfvis_api::{paths, ApiError, ImageResponse, LayerActivations};
+use zfvis_api::{paths, ApiError, ErrorCode, ImageResponse, LayerActivations};
 
 pub fn router() -> ApiRouter {
     ApiRouter::new()
@@ -33,14 +33,20 @@ async fn upload_image(
     Ok(Json(store_image(&state, bytes, None).await?))
 }
 
-/// Runs the traced forward pass on image bytes and keeps the trace under the content id.
+/// Runs the traced forward pass on image bytes and keeps the trace under the content id (and
+/// the upload on disk). The same bytes sent at once are computed once.
 pub async fn store_image(
     state: &Arc<AppState>,
     bytes: Vec<u8>,
     source: Option<String>,
 ) -> Result<ImageResponse, AppError> {
     let id = content_id(&bytes);
-    if let Some(image) = state.images.get(&id) {
+    let _turn = state.flights.turn(&format!("upload/{id}")).await;
+    let known = match state.images.get(&id) {
+        Some(image) => Some(image),
+        None => restore(state, &id).await?,
+    };
+    if let Some(image) = known {
         if source.is_none() || image.response.source == source {
             return Ok(image.response.clone());
         }
@@ -72,9 +78,63 @@ pub async fn store_image(
             })
         })
         .await?;
+    let image = Arc::new(image);
     let response = image.response.clone();
-    state.images.insert(response.id.clone(), Arc::new(image));
+    state.images.insert(response.id.clone(), image.clone());
+    let keeper = state.clone();
+    let kept =
+        tokio::task::spawn_blocking(move || keeper.uploads.save(&image.crop, &image.response))
+            .await;
+    if let Ok(Err(e)) | Err(e) = kept.map_err(|e| zfnet::Error::Config(e.to_string())) {
+        // the image still works while its trace is in memory
+        tracing::warn!("keeping upload {}: {e}", response.id);
+    }
     Ok(response)
+}
+
+/// The image named `id`: its trace from memory, else computed again from the upload kept on
+/// disk (once, however many ask at the same time), else `404 image_not_found`.
+pub async fn stored(state: &Arc<AppState>, id: &str) -> Result<Arc<StoredImage>, AppError> {
+    if let Some(image) = state.images.get(id) {
+        return Ok(image);
+    }
+    let _turn = state.flights.turn(&format!("upload/{id}")).await;
+    if let Some(image) = state.images.get(id) {
+        return Ok(image);
+    }
+    restore(state, id).await?.ok_or_else(|| {
+        AppError::new(
+            ErrorCode::ImageNotFound,
+            format!("no image with id '{id}' on this server: upload it first (POST /api/images)"),
+        )
+    })
+}
+
+/// Recomputes the trace of a kept upload; `None` when none is kept. The caller holds the id's
+/// flight turn.
+async fn restore(state: &Arc<AppState>, id: &str) -> Result<Option<Arc<StoredImage>>, AppError> {
+    let reader = state.clone();
+    let key = id.to_string();
+    let kept = tokio::task::spawn_blocking(move || reader.uploads.load(&key))
+        .await
+        .map_err(|e| AppError::internal(format!("reading a kept upload: {e}")))?;
+    let Some((crop, response)) = kept else {
+        return Ok(None);
+    };
+    let image = state
+        .run_blocking(move |model| {
+            let tensor = zfnet::views::input_from_crop(model, &crop)?;
+            let trace = model.net.forward_trace(&tensor)?;
+            Ok(StoredImage {
+                trace,
+                crop,
+                response,
+            })
+        })
+        .await?;
+    let image = Arc::new(image);
+    state.images.insert(id.to_string(), image.clone());
+    Ok(Some(image))
 }
 
 #[utoipa::path(get, path = "/api/images/{id}", tag = "images",

@@ -53,6 +53,51 @@ async fn ensure_pictures(state: &Arc<AppState>, at: MapParam) -> Result<(), AppE
         .await
 }
 
+/// Renders every map's top-9 pictures ahead of time, one map at a time and only while no
+/// request wants a model slot, so a class never waits for a render (`serve --warm-top9`). A
+/// map that is already on disk (earlier runs, other replicas) costs a directory check.
+/// Progress goes to `/api/health` (`top9_warm`).
+pub async fn warm_top9(state: Arc<AppState>) {
+    let maps: Vec<MapParam> = state
+        .model
+        .net
+        .convs
+        .iter()
+        .enumerate()
+        .flat_map(|(layer, conv)| (0..conv.out_channels()).map(move |map| MapParam { layer, map }))
+        .collect();
+    let total = maps.len();
+    let set = |done: usize| {
+        if let Ok(mut w) = state.warm.lock() {
+            *w = Some((done, total));
+        }
+    };
+    set(0);
+    let started = std::time::Instant::now();
+    for (done, at) in maps.into_iter().enumerate() {
+        while !state.idle() {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        if let Err(e) = ensure_pictures(&state, at).await {
+            tracing::warn!(
+                "top-9 warm-up stopped at {}/{}: {}",
+                at.layer_name(),
+                at.map,
+                e.message
+            );
+            return;
+        }
+        set(done + 1);
+        if (done + 1) % 100 == 0 {
+            tracing::info!("top-9 warm-up: {} of {total} maps", done + 1);
+        }
+    }
+    tracing::info!(
+        "top-9 warm-up: all {total} maps ready ({:.0} s)",
+        started.elapsed().as_secs_f32()
+    );
+}
+
 /// The map's top-k over the probe set, with the pictures of every entry on disk.
 pub async fn top_activations(
     state: &Arc<AppState>,

@@ -1,7 +1,8 @@
 //! One feature map of an uploaded image: `/visualize/{layer}/{map}?image=ID` (without `image`: the
 //! map's top-9, see [`super::probe`]) and its pictures (activation, patch, projection).
 
-use super::extract::{stored, MapParam, StoredParam, Q};
+use super::extract::{MapParam, StoredParam, Q};
+use super::images::stored;
 use super::{png_response, png_response_shared, ApiRouter};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -89,7 +90,7 @@ async fn visualize(
         let top = super::probe::top_activations(&state, at).await?;
         return Ok(Json(top).into_response());
     };
-    let image = stored(&state, &id)?;
+    let image = stored(&state, &id).await?;
     let (maps, h, w) = views::check_map(&image.trace, at.layer, at.map)?;
     let requested = unit(q.x, q.y)?;
     let choice = views::choose_unit(&image.trace, at.layer, at.map, requested)?;

@@ -15,4 +15,5 @@ mod occlusion;
 mod probe;
 mod routing;
 mod train_cli;
+mod uploads;
 mod visualize;

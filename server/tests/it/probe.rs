@@ -352,3 +352,65 @@ async fn identical_requests_at_once_are_computed_once() {
         "one picture for all"
     );
 }
+
+/// `--warm-top9` renders every map's pictures in the background, shows its progress in
+/// `/api/health`, and afterwards a top-9 view renders nothing new.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_up_renders_every_map_ahead_of_time() {
+    let cache = scratch_dir("probe-warm");
+    let server = Server::start(
+        &fixture_weights(),
+        &[
+            "--probe",
+            demo().to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--warm-top9",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let model: zfvis_api::ModelInfo = get_json(&client, &format!("{}/api/model", server.url)).await;
+    let maps: usize = model
+        .layers
+        .iter()
+        .filter(|l| l.kind == zfvis_api::LayerKind::Conv)
+        .map(|l| l.output_shape[0])
+        .sum();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut seen_progress = false;
+    loop {
+        let health: zfvis_api::Health =
+            get_json(&client, &format!("{}/api/health", server.url)).await;
+        if let Some(w) = health.top9_warm {
+            assert_eq!(w.total, maps, "every conv map of the model");
+            seen_progress |= w.done < w.total;
+            if w.state == zfvis_api::IndexPhase::Ready {
+                assert_eq!(w.done, maps);
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warm-up not done in 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(seen_progress, "progress was visible while warming");
+    let pictures = |cache: &std::path::Path| {
+        std::fs::read_dir(cache.join("pictures"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(1))
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    };
+    let before = pictures(&cache);
+    assert!(before >= maps, "{before} pictures for {maps} maps");
+    for (layer, map) in [("conv1", 0usize), ("conv4", 9), ("conv5", 2)] {
+        let top: TopActivations =
+            get_json(&client, &format!("{}/visualize/{layer}/{map}", server.url)).await;
+        assert_eq!(top.entries.len(), 9);
+    }
+    assert_eq!(pictures(&cache), before, "nothing rendered on request");
+}
