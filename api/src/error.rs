@@ -101,6 +101,9 @@ error_codes! {
     BadBody = "bad_body", 422;
     /// Parameters in the body outside their limits.
     BadParameters = "bad_parameters", 422;
+    /// An occlusion sweep that would cost more CPU-seconds than the server allows one sweep
+    /// (`serve --max-sweep-cpu-secs`); fewer positions (a larger stride) fit.
+    SweepOverBudget = "sweep_over_budget", 422;
     /// The server is busy; retry after the `Retry-After` seconds.
     Overloaded = "overloaded", 503;
     /// The probe index is still being built (progress in `GET /api/health`).

@@ -25,6 +25,8 @@ pub struct Limits {
     pub sweep_grace: std::time::Duration,
     /// Uploaded images whose forward trace is kept (least recently used first out).
     pub cached_images: usize,
+    /// CPU-seconds (wall time × compute threads) one occlusion sweep may use.
+    pub sweep_cpu_secs: f64,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             max_queued_jobs: 64,
             sweep_grace: std::time::Duration::from_secs(10),
             cached_images: 16,
+            sweep_cpu_secs: 120.0,
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// per model and probe set, kept in --cache-dir).
     #[arg(long, requires = "probe")]
     warm_top9: bool,
+    /// CPU-seconds (wall time × compute threads) one occlusion sweep may use; a sweep that
+    /// will not fit stops early with 422 sweep_over_budget, naming what would.
+    #[arg(long, default_value_t = 120.0)]
+    max_sweep_cpu_secs: f64,
     /// Uploads kept on disk (in --cache-dir) so their ids stay valid after their traces leave
     /// memory and across restarts; the oldest go first.
     #[arg(long, default_value_t = 10_000)]
@@ -93,6 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_mib.max(1) * 1024 * 1024,
         sweep_grace: Duration::from_secs(args.sweep_grace_secs),
         max_queued_jobs: args.max_queued_jobs.max(1),
+        sweep_cpu_secs: args.max_sweep_cpu_secs.max(0.1),
         ..Default::default()
     };
     // An explicit --index must fit: checked before binding, so a wrong file stops the start.

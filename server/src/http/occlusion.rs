@@ -144,15 +144,18 @@ async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) 
     let model = state.model.clone();
     let job2 = job.clone();
     let grace = state.limits.sweep_grace;
+    let budget = Budget::new(state.limits.sweep_cpu_secs);
     let started = std::time::Instant::now();
+    let budget2 = budget.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let budget = budget2;
         let progress = |done: usize, total: usize| {
             // every few positions is plenty for a progress bar
             if done.is_multiple_of(4) || done == total {
                 job2.state.send_replace(SweepState::Running { done, total });
             }
-            !job2.should_stop(grace)
+            !job2.should_stop(grace) && budget.allows(done, total)
         };
         let result = zfnet::occlusion::sweep(
             &model.net,
@@ -178,6 +181,9 @@ async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) 
             job.state
                 .send_replace(SweepState::Done(Arc::new(response), Arc::new(pictures)));
         }
+        Ok(Err(zfnet::Error::Cancelled)) if budget.exceeded().is_some() => {
+            fail(budget.error(p));
+        }
         Ok(Err(zfnet::Error::Cancelled)) => {
             job.state.send_replace(SweepState::Cancelled);
         }
@@ -187,6 +193,75 @@ async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) 
         Err(e) => {
             fail(AppError::internal(e));
         }
+    }
+}
+
+/// One sweep's CPU-seconds budget: wall time since it started computing × the compute threads.
+/// After a few positions the cost of the whole sweep is projected; one that will not fit stops
+/// then, not at the end of its budget.
+#[derive(Clone)]
+struct Budget(Arc<BudgetInner>);
+
+struct BudgetInner {
+    limit: f64,
+    started: std::time::Instant,
+    threads: f64,
+    /// `(projected CPU-seconds, positions done, total)` once over.
+    over: std::sync::Mutex<Option<(f64, usize, usize)>>,
+}
+
+impl Budget {
+    /// Positions measured before the sweep's cost is projected from them.
+    const SAMPLE: usize = 8;
+
+    fn new(limit: f64) -> Self {
+        Budget(Arc::new(BudgetInner {
+            limit,
+            started: std::time::Instant::now(),
+            threads: rayon::current_num_threads() as f64,
+            over: Default::default(),
+        }))
+    }
+
+    fn allows(&self, done: usize, total: usize) -> bool {
+        let spent = self.0.started.elapsed().as_secs_f64() * self.0.threads;
+        let projected = if done >= Self::SAMPLE {
+            spent / done as f64 * total as f64
+        } else {
+            spent
+        };
+        // a little slack on the projection: early positions are not quite typical
+        if spent > self.0.limit || projected > 1.25 * self.0.limit {
+            if let Ok(mut over) = self.0.over.lock() {
+                over.get_or_insert((projected.max(spent), done, total));
+            }
+            return false;
+        }
+        true
+    }
+
+    fn exceeded(&self) -> Option<(f64, usize, usize)> {
+        *self.0.over.lock().ok()?
+    }
+
+    fn error(&self, p: OcclusionParams) -> AppError {
+        let (cost, done, total) = self.exceeded().unwrap_or_default();
+        let fits = ((total as f64) * self.0.limit / cost.max(1e-9)).floor() as usize;
+        let stride = (1..=zfnet::arch::INPUT_SIZE)
+            .find(|&s| {
+                let g = zfnet::arch::INPUT_SIZE.div_ceil(s);
+                g * g <= fits.max(1)
+            })
+            .unwrap_or(zfnet::arch::INPUT_SIZE);
+        AppError::new(
+            ErrorCode::SweepOverBudget,
+            format!(
+                "a {}-px square at stride {} ({total} positions) would take about {cost:.0} \
+                 CPU-seconds here (measured over {done}), over this server's {:.0} per sweep: \
+                 use stride {stride} or more",
+                p.size, p.stride, self.0.limit
+            ),
+        )
     }
 }
 

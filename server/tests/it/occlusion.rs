@@ -308,3 +308,49 @@ async fn only_the_owner_cancels_and_an_unwatched_sweep_stops() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sweep that would cost more CPU-seconds than `--max-sweep-cpu-secs` stops after a few
+/// positions with 422 `sweep_over_budget`, naming a stride that fits; a sweep within it finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_over_its_cpu_budget_stops_early_and_says_what_fits() {
+    let server = Server::start(&fixture_weights(), &["--max-sweep-cpu-secs", "0.3"]);
+    let client = reqwest::Client::new();
+    let image = upload(&client, &server.url, "dog.jpg").await;
+    let url = format!("{}/api/images/{}/occlusion?wait=true", server.url, image.id);
+    let started = std::time::Instant::now();
+    let resp = client
+        .post(&url)
+        .json(&json!({"size": 96, "stride": 4}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let err: ApiError = resp.json().await.unwrap();
+    assert_eq!(err.code.as_str(), "sweep_over_budget", "{}", err.error);
+    assert!(
+        err.error.contains("3136 positions") && err.error.contains("use stride"),
+        "{}",
+        err.error
+    );
+    assert!(
+        took.as_secs_f32() < 10.0,
+        "stopped early, not at the end: {took:?}"
+    );
+    // what it names fits
+    let stride: usize = err
+        .error
+        .rsplit("use stride ")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a stride in the message");
+    assert!(stride > 4, "{}", err.error);
+    let resp = client
+        .post(&url)
+        .json(&json!({"size": 96, "stride": 112}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "4 positions fit the budget");
+}
