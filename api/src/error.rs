@@ -104,6 +104,9 @@ error_codes! {
     /// An occlusion sweep that would cost more CPU-seconds than the server allows one sweep
     /// (`serve --max-sweep-cpu-secs`); fewer positions (a larger stride) fit.
     SweepOverBudget = "sweep_over_budget", 422;
+    /// This client already has as many occlusion sweeps queued or running as the server allows
+    /// one client (`serve --max-sweeps-per-client`); retry when one is done.
+    TooManySweeps = "too_many_sweeps", 429;
     /// The server is busy; retry after the `Retry-After` seconds.
     Overloaded = "overloaded", 503;
     /// The probe index is still being built (progress in `GET /api/health`).

@@ -27,6 +27,8 @@ pub struct Limits {
     pub cached_images: usize,
     /// CPU-seconds (wall time × compute threads) one occlusion sweep may use.
     pub sweep_cpu_secs: f64,
+    /// Occlusion sweeps one client address may have queued or running.
+    pub sweeps_per_client: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             sweep_grace: std::time::Duration::from_secs(10),
             cached_images: 16,
             sweep_cpu_secs: 120.0,
+            sweeps_per_client: 2,
         }
     }
 }

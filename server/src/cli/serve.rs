@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// will not fit stops early with 422 sweep_over_budget, naming what would.
     #[arg(long, default_value_t = 120.0)]
     max_sweep_cpu_secs: f64,
+    /// Occlusion sweeps one client address may have queued or running (more get 429); raise it
+    /// when a whole class reaches the server through one address (NAT).
+    #[arg(long, default_value_t = 2)]
+    max_sweeps_per_client: usize,
     /// Uploads kept on disk (in --cache-dir) so their ids stay valid after their traces leave
     /// memory and across restarts; the oldest go first.
     #[arg(long, default_value_t = 10_000)]
@@ -98,6 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sweep_grace: Duration::from_secs(args.sweep_grace_secs),
         max_queued_jobs: args.max_queued_jobs.max(1),
         sweep_cpu_secs: args.max_sweep_cpu_secs.max(0.1),
+        sweeps_per_client: args.max_sweeps_per_client.max(1),
         ..Default::default()
     };
     // An explicit --index must fit: checked before binding, so a wrong file stops the start.

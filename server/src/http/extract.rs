@@ -222,3 +222,19 @@ impl FromRequestParts<Arc<AppState>> for MapParam {
         Ok(MapParam { layer, map })
     }
 }
+
+/// The client's IP address, when the connection carries one (`None` in `oneshot` tests).
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}

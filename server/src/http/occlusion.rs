@@ -4,7 +4,7 @@
 //! started a sweep may cancel it with its token; one nobody watches or polls for the grace period
 //! stops by itself ([`crate::store::sweeps`]).
 
-use super::extract::{JsonBody, StoredParam, P, Q};
+use super::extract::{ClientAddr, JsonBody, StoredParam, P, Q};
 use super::ApiRouter;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -89,14 +89,35 @@ fn finished(state: &SweepState) -> Option<Result<Arc<OcclusionResponse>, AppErro
         (status = 503, body = ApiError)))]
 async fn start(
     State(state): State<Arc<AppState>>,
+    ClientAddr(client): ClientAddr,
     Q(q): Q<StartQuery>,
     stored: StoredParam,
     JsonBody(req): JsonBody<OcclusionRequest>,
 ) -> Result<Response, AppError> {
     let p = params(&req, state.model.net.num_classes())?;
+    // a new sweep takes one of its client's places (the same sweep again takes none)
+    let known = state
+        .sweeps
+        .get(&stored.id, &crate::store::sweeps::params_key(&p))
+        .is_some_and(|j| !j.ended());
+    let place = match client {
+        Some(ip) if !known => {
+            let max = state.limits.sweeps_per_client;
+            Some(state.sweeps.client_place(ip, max).map_err(|n| {
+                AppError::new(
+                    ErrorCode::TooManySweeps,
+                    format!(
+                        "you have {n} occlusion sweeps queued or running, the most one client may \
+                         have: wait for one to finish (or cancel it with its token)"
+                    ),
+                )
+            })?)
+        }
+        _ => None,
+    };
     let (job, new) = state.sweeps.find_or_queue(&stored.id, p);
     if new {
-        tokio::spawn(run(state.clone(), job.clone(), stored.image));
+        tokio::spawn(run(state.clone(), job.clone(), stored.image, place));
     }
     job.touch();
     if !q.wait.unwrap_or(false) {
@@ -123,7 +144,12 @@ async fn start(
 }
 
 /// Waits for a sweep slot, runs the sweep on the blocking pool and publishes its outcome.
-async fn run(state: Arc<AppState>, job: Arc<SweepJob>, image: Arc<StoredImage>) {
+async fn run(
+    state: Arc<AppState>,
+    job: Arc<SweepJob>,
+    image: Arc<StoredImage>,
+    _place: Option<crate::store::sweeps::ClientPlace>,
+) {
     let fail = |e: AppError| job.state.send_replace(SweepState::Failed(e.body()));
     let slot = tokio::time::timeout(
         state.limits.queue_timeout,

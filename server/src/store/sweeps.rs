@@ -105,6 +105,14 @@ impl SweepJob {
         self.cancel.load(Ordering::SeqCst) || self.abandoned(grace)
     }
 
+    /// Done, failed or cancelled: a request for it again starts a new one or reads the result.
+    pub fn ended(&self) -> bool {
+        !matches!(
+            &*self.state.borrow(),
+            SweepState::Queued { .. } | SweepState::Running { .. }
+        )
+    }
+
     fn finished(&self) -> bool {
         matches!(
             &*self.state.borrow(),
@@ -138,6 +146,26 @@ pub struct Sweeps {
     jobs: Mutex<LruCache<String, Arc<SweepJob>>>,
     /// Slots for computing sweeps.
     pub slots: Arc<Semaphore>,
+    /// Sweeps each client address has queued or running.
+    per_client: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One of a client's sweeps, queued or running; dropping it gives the place back.
+pub struct ClientPlace {
+    table: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    client: std::net::IpAddr,
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Default for Sweeps {
@@ -147,6 +175,7 @@ impl Default for Sweeps {
                 NonZeroUsize::new(KEPT_SWEEPS).unwrap_or(NonZeroUsize::MIN),
             )),
             slots: Arc::new(Semaphore::new(CONCURRENT_SWEEPS)),
+            per_client: Default::default(),
         }
     }
 }
@@ -167,6 +196,21 @@ fn new_token() -> String {
 }
 
 impl Sweeps {
+    /// A place for one more sweep of `client`, unless it has `max` queued or running already
+    /// (then how many it has): one client cannot fill the sweep queue ahead of everyone else.
+    pub fn client_place(&self, client: std::net::IpAddr, max: usize) -> Result<ClientPlace, usize> {
+        let mut t = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(client).or_insert(0);
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(ClientPlace {
+            table: self.per_client.clone(),
+            client,
+        })
+    }
+
     pub fn get(&self, image: &str, key: &str) -> Option<Arc<SweepJob>> {
         self.jobs
             .lock()

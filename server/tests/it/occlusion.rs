@@ -223,7 +223,11 @@ async fn only_the_owner_cancels_and_an_unwatched_sweep_stops() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let server = Server::start(&weights, &["--sweep-grace-secs", "1"]);
+    // no CPU budget here: the sweep must keep running until someone stops it
+    let server = Server::start(
+        &weights,
+        &["--sweep-grace-secs", "1", "--max-sweep-cpu-secs", "1000000"],
+    );
     let client = reqwest::Client::new();
     let image = upload(&client, &server.url, "kite.jpg").await;
     let url = format!("{}/api/images/{}/occlusion", server.url, image.id);
@@ -353,4 +357,48 @@ async fn a_sweep_over_its_cpu_budget_stops_early_and_says_what_fits() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "4 positions fit the budget");
+}
+
+/// One client cannot fill the sweep queue: past `--max-sweeps-per-client` queued or running,
+/// a new sweep gets 429 `too_many_sweeps`; asking for the same sweep again costs no place, and
+/// a place comes back when a sweep ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_fill_the_sweep_queue() {
+    let server = Server::start(&fixture_weights(), &["--max-sweeps-per-client", "1"]);
+    let client = reqwest::Client::new();
+    let image = upload(&client, &server.url, "dog.jpg").await;
+    let url = format!("{}/api/images/{}/occlusion", server.url, image.id);
+    let start = |body: serde_json::Value| client.post(&url).json(&body).send();
+    let resp = start(json!({"size": 32, "stride": 4})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let first: OcclusionStatus = resp.json().await.unwrap();
+    let token = first.token.clone().expect("the starter gets the token");
+    // the same sweep again: no new place needed
+    let resp = start(json!({"size": 32, "stride": 4})).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    // another sweep while the first runs: refused, in JSON
+    let resp = start(json!({"size": 48, "stride": 8})).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let err: ApiError = resp.json().await.unwrap();
+    assert_eq!(err.code.as_str(), "too_many_sweeps", "{}", err.error);
+    // cancelled, its place comes back
+    let resp = client
+        .delete(format!("{}{}?token={token}", server.url, first.result_url))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let resp = start(json!({"size": 48, "stride": 8})).await.unwrap();
+        if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.status().is_success(), "{}", resp.status());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
