@@ -1,7 +1,7 @@
 //! `kill -9` at the worst moments, then a restart on the same cache: during a probe index build
 //! (which saves its parts as they finish) and while top-9 pictures are being written. After the
 //! restart every answer equals a server that was never interrupted: nothing stale, cut short or
-//! mixed up is served.
+//! mixed up is served. And during an occlusion sweep: nothing half-done is served after it.
 
 use crate::common::{fixture_weights, get_json, repo_root, scratch_dir, wait_for_index, Server};
 use std::path::Path;
@@ -136,6 +136,112 @@ async fn killed_index_builds_and_picture_writes_serve_nothing_stale() {
             pictures(&client, &server.url, &got).await,
             pictures(&client, &clean.url, &want).await,
             "conv4/{m}: pictures after a killed write"
+        );
+    }
+}
+
+/// `kill -9` in the middle of an occlusion sweep: after the restart (same cache folder) the image
+/// is still there (kept upload), the half-done sweep is not served in any form, and the sweep
+/// run again equals one that was never interrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_sweep_serves_nothing_half_done() {
+    use zfvis_api::{ApiError, OcclusionResponse, OcclusionStatus, SweepPhase};
+    let cache = scratch_dir("fault-sweep");
+    let c = cache.to_str().unwrap();
+    let weights = fixture_weights();
+    let client = reqwest::Client::new();
+    let server = Server::start(
+        &weights,
+        &["--cache-dir", c, "--max-sweep-cpu-secs", "1000000"],
+    );
+    let image = crate::common::upload(&client, &server.url, "eagle.jpg").await;
+    let url = format!("{}/api/images/{}/occlusion", server.url, image.id);
+    let body = serde_json::json!({"size": 24, "stride": 4});
+    let started: OcclusionStatus = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // kill it once it is under way
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: OcclusionStatus =
+            get_json(&client, &format!("{}{}", server.url, started.result_url)).await;
+        if s.state == SweepPhase::Running && s.done > 0 {
+            assert!(
+                s.done < s.total,
+                "the sweep must still be running when killed"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+
+    let server = Server::start(
+        &weights,
+        &["--cache-dir", c, "--max-sweep-cpu-secs", "1000000"],
+    );
+    let resp = client
+        .get(format!("{}{}", server.url, started.result_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        404,
+        "no half-done sweep after a restart"
+    );
+    let err: ApiError = resp.json().await.unwrap();
+    assert_eq!(err.code.as_str(), "sweep_not_found");
+    let url = format!("{}/api/images/{}/occlusion?wait=true", server.url, image.id);
+    let after: OcclusionResponse = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let clean = Server::start(
+        &weights,
+        &[
+            "--cache-dir",
+            scratch_dir("fault-sweep-clean").to_str().unwrap(),
+        ],
+    );
+    let image2 = crate::common::upload(&client, &clean.url, "eagle.jpg").await;
+    let url = format!("{}/api/images/{}/occlusion?wait=true", clean.url, image2.id);
+    let uninterrupted: OcclusionResponse = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after.grid, uninterrupted.grid);
+    assert_eq!(after.strongest_map, uninterrupted.strongest_map);
+    assert_eq!(after.top_class, uninterrupted.top_class);
+    for (name, a, b) in [
+        ("activation", &after.activation, &uninterrupted.activation),
+        (
+            "probability",
+            &after.probability,
+            &uninterrupted.probability,
+        ),
+    ] {
+        assert_eq!(
+            a, b,
+            "{name} after the restart equals an uninterrupted sweep"
         );
     }
 }
