@@ -13,6 +13,7 @@ mod import;
 mod index;
 mod occlusion;
 mod probe;
+mod replicas;
 mod routing;
 mod train_cli;
 mod uploads;
