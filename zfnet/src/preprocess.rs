@@ -109,10 +109,15 @@ fn classify(e: image::ImageError) -> ImageError {
 /// Resize so the shorter side is `resize` (and neither side is below `min_side`).
 pub fn resize_shorter(image: &RgbImage, resize: u32, min_side: u32) -> RgbImage {
     let (w, h) = image.dimensions();
-    let short = w.min(h).max(1) as f64;
-    let scale = resize as f64 / short;
-    let nw = ((w as f64 * scale).round() as u32).max(min_side);
-    let nh = ((h as f64 * scale).round() as u32).max(min_side);
+    // torchvision's rule (`Resize(256)`): the short side becomes `resize`, the long side
+    // ⌊resize · long / short⌋
+    let long = |l: u32, s: u32| ((u64::from(resize) * u64::from(l)) / u64::from(s.max(1))) as u32;
+    let (nw, nh) = if w <= h {
+        (resize, long(h, w))
+    } else {
+        (long(w, h), resize)
+    };
+    let (nw, nh) = (nw.max(min_side), nh.max(min_side));
     if (nw, nh) == (w, h) {
         image.clone()
     } else {
@@ -120,14 +125,32 @@ pub fn resize_shorter(image: &RgbImage, resize: u32, min_side: u32) -> RgbImage 
     }
 }
 
-/// Resize so the shorter side is `p.resize`, then take the centred `p.crop` square.
+/// The offset of a centred `crop` in `len`: torchvision's `CenterCrop`, `round((len − crop) / 2)`
+/// with halves rounded to even, as Python does.
+fn centre_offset(len: u32, crop: u32) -> u32 {
+    let twice = len.saturating_sub(crop);
+    let (half, odd) = (twice / 2, twice % 2 == 1);
+    if odd && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Resize so the shorter side is `p.resize`, then take the centred `p.crop` square; the same sizes
+/// and offsets as torchvision's `Resize(resize)` → `CenterCrop(crop)` (tools/preprocess_fidelity.py
+/// measures how close the pixels are).
 pub fn resize_and_crop(image: &RgbImage, p: &Preprocess) -> RgbImage {
     let resized = resize_shorter(image, p.resize, p.crop);
     let (nw, nh) = resized.dimensions();
-    let x = (nw - p.crop) / 2;
-    let y = (nh - p.crop) / 2;
+    let x = centre_offset(nw, p.crop);
+    let y = centre_offset(nh, p.crop);
     image::imageops::crop_imm(&resized, x, y, p.crop, p.crop).to_image()
 }
+
+/// Bumped whenever [`resize_and_crop`] changes what the network sees, so caches computed from
+/// earlier crops (probe indexes, their pictures) are not reused.
+pub const PIPELINE_VERSION: u32 = 2;
 
 /// The normalised CHW data of a cropped RGB image.
 pub fn normalise(crop: &RgbImage, p: &Preprocess) -> Vec<f32> {
@@ -289,6 +312,19 @@ mod tests {
         assert!(decode(&jpeg).is_ok());
         let cut = &jpeg[..jpeg.len() - 40];
         assert_eq!(decode(cut).unwrap_err().code(), "corrupt_image");
+    }
+
+    #[test]
+    fn sizes_and_offsets_follow_torchvision() {
+        // Resize(256): long side floored; CenterCrop: round half to even
+        let img = RgbImage::new(640, 427);
+        assert_eq!(resize_shorter(&img, 256, 224).dimensions(), (383, 256));
+        let img = RgbImage::new(427, 640);
+        assert_eq!(resize_shorter(&img, 256, 224).dimensions(), (256, 383));
+        assert_eq!(centre_offset(383, 224), 80); // round(79.5) = 80
+        assert_eq!(centre_offset(381, 224), 78); // round(78.5) = 78
+        assert_eq!(centre_offset(256, 224), 16);
+        assert_eq!(centre_offset(224, 224), 0);
     }
 
     #[test]

@@ -191,7 +191,12 @@ pub fn probe_index(
     let key = {
         let root = probe.canonicalize().unwrap_or_else(|_| probe.to_path_buf());
         let h = hex::encode(Sha256::digest(root.display().to_string().as_bytes()));
-        format!("index-{}-{}", &model.weights_sha256[..16], &h[..12])
+        format!(
+            "index-{}-{}-p{}",
+            &model.weights_sha256[..16],
+            &h[..12],
+            zfnet::preprocess::PIPELINE_VERSION
+        )
     };
     let path = cache.join(format!("{key}.json"));
     if path.exists() {

@@ -66,7 +66,11 @@ impl ProbeSet {
             .collect::<Vec<_>>()
             .join("/");
         ProbeSet {
-            picture_dir: cache_dir.join("pictures").join(&model.weights_sha256),
+            picture_dir: cache_dir.join("pictures").join(format!(
+                "{}-p{}",
+                model.weights_sha256,
+                zfnet::preprocess::PIPELINE_VERSION
+            )),
             index,
             root,
             labels,

@@ -3,8 +3,9 @@
 //! in-memory cache (16 traces, ~14 MB each) and after a restart. A trace that is gone is computed
 //! again from the crop: the same bytes in, the same trace out.
 //!
-//! Layout: `<cache>/uploads/<first 16 hex digits of the weights' SHA-256>/<id[..2]>/<id>.png` and
-//! `.json` (another model's answers never mix in). Several replicas that share the folder answer
+//! Layout: `<cache>/uploads/<first 16 hex digits of the weights' SHA-256>-p<pipeline
+//! version>/<id[..2]>/<id>.png` and `.json` (another model's answers, or crops made by another
+//! preprocessing pipeline, never mix in). Several replicas that share the folder answer
 //! for each other's ids. Writes are atomic (unique temporary file, fsync, rename); a file that does
 //! not decode, has the wrong size or names another id is removed and treated as missing. When
 //! more than `capacity` uploads are kept, the least recently written go first.
@@ -35,8 +36,11 @@ impl UploadStore {
 
     /// The store under `cache` for a model with these weights and input side.
     pub fn open(cache: &Path, weights_sha256: &str, side: u32, capacity: usize) -> Self {
+        // per model and per preprocessing pipeline: a crop made another way is not reused
         let model = weights_sha256.get(..16).unwrap_or(weights_sha256);
-        let dir = cache.join("uploads").join(model);
+        let dir = cache
+            .join("uploads")
+            .join(format!("{model}-p{}", zfnet::preprocess::PIPELINE_VERSION));
         let count = files(&dir).len();
         UploadStore {
             dir: Some(dir),
