@@ -14,7 +14,7 @@
 
 use crate::deconv::{project, Selection};
 use crate::occlusion::{sweep, Fill, Method, OcclusionParams};
-use crate::{LoadedModel, Result, ZfNet};
+use crate::{LoadedModel, Result};
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
 
@@ -83,14 +83,26 @@ pub fn sweep_params() -> OcclusionParams {
     }
 }
 
+/// The [`sweep_params`] sweep of one image `[1, 3, 224, 224]`, run to the end.
+fn sweep_once(
+    model: &LoadedModel,
+    one: &Tensor,
+    method: Method,
+) -> Result<crate::occlusion::OcclusionResult> {
+    sweep(
+        &model.net,
+        &model.manifest.preprocess,
+        one,
+        &sweep_params(),
+        method,
+        &|_, _| true,
+    )
+}
+
 /// Everything compared, in order: logits, conv1–5 activations, a strongest-unit and a whole-map
 /// projection of one map per layer, and the sweep's activation and probability maps.
-fn outputs(
-    net: &ZfNet,
-    model: &LoadedModel,
-    batch: &Tensor,
-    method: Method,
-) -> Result<Vec<(String, Vec<f32>)>> {
+fn outputs(model: &LoadedModel, batch: &Tensor, method: Method) -> Result<Vec<(String, Vec<f32>)>> {
+    let net = &model.net;
     let trace = net.forward_trace(batch)?;
     let mut out = vec![("logits".to_string(), host(&trace.logits)?)];
     for layer in 0..net.convs.len() {
@@ -111,16 +123,7 @@ fn outputs(
             ));
         }
     }
-    let one = batch.narrow(0, 0, 1)?;
-    let params = sweep_params();
-    let s = sweep(
-        net,
-        &model.manifest.preprocess,
-        &one,
-        &params,
-        method,
-        &|_, _| true,
-    )?;
+    let s = sweep_once(model, &batch.narrow(0, 0, 1)?, method)?;
     out.push(("occlusion: strongest conv5 activation".into(), s.activation));
     out.push(("occlusion: probability of the class".into(), s.probability));
     Ok(out)
@@ -131,11 +134,10 @@ fn outputs(
 /// device side runs the portable ops (the GPU's code path).
 pub fn parity(cpu: &LoadedModel, device: &LoadedModel, inputs: &Tensor) -> Result<Vec<ParityRow>> {
     crate::ops::force_portable(false);
-    let reference = outputs(&cpu.net, cpu, inputs, Method::Incremental)?;
+    let reference = outputs(cpu, inputs, Method::Incremental)?;
     let on_cpu = device.net.device().is_cpu();
     crate::ops::force_portable(on_cpu);
     let measured = outputs(
-        &device.net,
         device,
         &inputs.to_device(device.net.device())?,
         Method::Batched,
@@ -202,17 +204,7 @@ pub fn throughput(
     });
     let params = sweep_params();
     let method = Method::for_device(dev);
-    let seconds = median_secs(runs.min(3), || {
-        sweep(
-            net,
-            &model.manifest.preprocess,
-            &one,
-            &params,
-            method,
-            &|_, _| true,
-        )
-        .map(|_| ())
-    })?;
+    let seconds = median_secs(runs.min(3), || sweep_once(model, &one, method).map(|_| ()))?;
     out.push(Timing {
         what: format!(
             "occlusion sweep, {} positions",

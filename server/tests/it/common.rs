@@ -118,6 +118,45 @@ pub async fn post_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client,
     client.post(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// POST `body` as JSON to `url` and decode the JSON answer, failing the test on any error.
+pub async fn post_body_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> T {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The PNG files under `dir`, recursively.
+pub fn count_pngs(dir: &std::path::Path) -> usize {
+    files_under(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .count()
+}
+
 /// GET `url` and decode its JSON body, failing the test on any error.
 pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
     let resp = client.get(url).send().await.expect("GET");
@@ -127,9 +166,19 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, 
 
 /// Uploads demo image `name` through `POST /api/images`.
 pub async fn upload(client: &reqwest::Client, url: &str, name: &str) -> zfvis_api::ImageResponse {
+    upload_bytes(client, url, demo_image(name), name).await
+}
+
+/// Uploads `bytes` (as file `name`) through `POST /api/images`, expecting 200.
+pub async fn upload_bytes(
+    client: &reqwest::Client,
+    url: &str,
+    bytes: Vec<u8>,
+    name: &str,
+) -> zfvis_api::ImageResponse {
     let form = reqwest::multipart::Form::new().part(
         "image",
-        reqwest::multipart::Part::bytes(demo_image(name)).file_name(name.to_string()),
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
     );
     let resp = client
         .post(format!("{url}/api/images"))

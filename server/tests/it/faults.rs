@@ -3,7 +3,9 @@
 //! restart every answer equals a server that was never interrupted: nothing stale, cut short or
 //! mixed up is served. And during an occlusion sweep: nothing half-done is served after it.
 
-use crate::common::{fixture_weights, get_json, repo_root, scratch_dir, wait_for_index, Server};
+use crate::common::{
+    fixture_weights, get_json, post_body_json, repo_root, scratch_dir, wait_for_index, Server,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use zfvis_api::{Health, IndexPhase, TopActivations};
@@ -157,15 +159,7 @@ async fn killed_sweep_serves_nothing_half_done() {
     let image = crate::common::upload(&client, &server.url, "eagle.jpg").await;
     let url = format!("{}/api/images/{}/occlusion", server.url, image.id);
     let body = serde_json::json!({"size": 24, "stride": 4});
-    let started: OcclusionStatus = client
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let started: OcclusionStatus = post_body_json(&client, &url, &body).await;
     // kill it once it is under way
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -200,15 +194,7 @@ async fn killed_sweep_serves_nothing_half_done() {
     let err: ApiError = resp.json().await.unwrap();
     assert_eq!(err.code.as_str(), "sweep_not_found");
     let url = format!("{}/api/images/{}/occlusion?wait=true", server.url, image.id);
-    let after: OcclusionResponse = client
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: OcclusionResponse = post_body_json(&client, &url, &body).await;
 
     let clean = Server::start(
         &weights,
@@ -219,15 +205,7 @@ async fn killed_sweep_serves_nothing_half_done() {
     );
     let image2 = crate::common::upload(&client, &clean.url, "eagle.jpg").await;
     let url = format!("{}/api/images/{}/occlusion?wait=true", clean.url, image2.id);
-    let uninterrupted: OcclusionResponse = client
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uninterrupted: OcclusionResponse = post_body_json(&client, &url, &body).await;
     assert_eq!(after.grid, uninterrupted.grid);
     assert_eq!(after.strongest_map, uninterrupted.strongest_map);
     assert_eq!(after.top_class, uninterrupted.top_class);

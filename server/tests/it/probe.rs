@@ -2,7 +2,7 @@
 //! its pictures, opening a probe image, and refusing an index that does not fit.
 
 use crate::common;
-use crate::common::{fixture_weights, get_json, repo_root, scratch_dir, Server};
+use crate::common::{count_pngs, fixture_weights, get_json, repo_root, scratch_dir, Server};
 use std::path::PathBuf;
 use std::process::Command;
 use zfvis_api::{ImageResponse, TopActivations, VisualizeResponse};
@@ -80,7 +80,7 @@ async fn top9_entries_match_the_single_image_views() {
         }
     }
     // the pictures are cached on disk
-    let cached = walk_pngs(&cache.join("pictures"));
+    let cached = count_pngs(&cache.join("pictures"));
     assert_eq!(cached, 3 * 9 * 2);
     // every map of every layer answers with a full top-9
     let model: zfvis_api::ModelInfo = get_json(&client, &format!("{}/api/model", server.url)).await;
@@ -139,24 +139,6 @@ async fn top9_entries_match_the_single_image_views() {
     assert_eq!(again.source, Some(source));
     drop(server);
     std::fs::remove_dir_all(&cache).unwrap();
-}
-
-fn walk_pngs(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk_pngs(&p)
-                    } else {
-                        usize::from(p.extension().is_some_and(|x| x == "png"))
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// A probe folder of three demo photos under `tmp`.
@@ -396,21 +378,16 @@ async fn warm_up_renders_every_map_ahead_of_time() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(seen_progress, "progress was visible while warming");
-    let pictures = |cache: &std::path::Path| {
-        std::fs::read_dir(cache.join("pictures"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(1))
-                    .sum::<usize>()
-            })
-            .unwrap_or(0)
-    };
-    let before = pictures(&cache);
+    let before = count_pngs(&cache.join("pictures"));
     assert!(before >= maps, "{before} pictures for {maps} maps");
     for (layer, map) in [("conv1", 0usize), ("conv4", 9), ("conv5", 2)] {
         let top: TopActivations =
             get_json(&client, &format!("{}/visualize/{layer}/{map}", server.url)).await;
         assert_eq!(top.entries.len(), 9);
     }
-    assert_eq!(pictures(&cache), before, "nothing rendered on request");
+    assert_eq!(
+        count_pngs(&cache.join("pictures")),
+        before,
+        "nothing rendered on request"
+    );
 }

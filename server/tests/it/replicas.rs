@@ -3,26 +3,10 @@
 //! the top-9 pictures one rendered are served by the other without rendering again, and their
 //! answers are equal.
 
-use super::common::{fixture_weights, get_json, repo_root, scratch_dir, upload, Server};
+use super::common::{
+    count_pngs, fixture_weights, get_json, repo_root, scratch_dir, upload, Server,
+};
 use zfvis_api::{ImageResponse, TopActivations};
-
-fn picture_count(cache: &std::path::Path) -> usize {
-    fn walk(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| {
-                if e.path().is_dir() {
-                    walk(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    }
-    walk(&cache.join("pictures"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_on_one_cache_answer_for_each_other() {
@@ -76,7 +60,7 @@ async fn two_replicas_on_one_cache_answer_for_each_other() {
     assert_eq!(seen, image);
     // top-9 rendered by A is read by B from the shared folder
     let top_a: TopActivations = get_json(&client, &format!("{}/visualize/conv3/5", a.url)).await;
-    let rendered = picture_count(&cache);
+    let rendered = count_pngs(&cache.join("pictures"));
     assert!(rendered >= 18, "{rendered} pictures after one top-9");
     let top_b: TopActivations = get_json(&client, &format!("{}/visualize/conv3/5", b.url)).await;
     assert_eq!(top_a, top_b);
@@ -89,7 +73,7 @@ async fn two_replicas_on_one_cache_answer_for_each_other() {
         assert_eq!(x.status(), 200);
     }
     assert_eq!(
-        picture_count(&cache),
+        count_pngs(&cache.join("pictures")),
         rendered,
         "B rendered nothing: it read A's pictures"
     );

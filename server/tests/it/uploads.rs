@@ -2,24 +2,9 @@
 //! trace has left the 16-trace memory cache, after a `kill -9` and restart, and on a second
 //! server sharing the cache folder. A damaged kept upload is a 404, never a 500.
 
-use super::common::{fixture_weights, scratch_dir, Server};
+use super::common::{files_under, fixture_weights, scratch_dir, upload_bytes, Server};
 use reqwest::StatusCode;
 use zfvis_api::{ApiError, ImageResponse};
-
-async fn upload_bytes(client: &reqwest::Client, url: &str, bytes: Vec<u8>) -> ImageResponse {
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(bytes).file_name("x.jpg"),
-    );
-    let resp = client
-        .post(format!("{url}/api/images"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
-}
 
 async fn get(client: &reqwest::Client, url: &str) -> (StatusCode, Vec<u8>) {
     let resp = client.get(url).send().await.unwrap();
@@ -33,7 +18,7 @@ async fn ids_survive_eviction_restarts_and_other_replicas() {
     let client = reqwest::Client::new();
     let dog = super::common::demo_image("dog.jpg");
     let server = Server::start(&fixture_weights(), &["--cache-dir", c]);
-    let first = upload_bytes(&client, &server.url, dog.clone()).await;
+    let first = upload_bytes(&client, &server.url, dog.clone(), "x.jpg").await;
     let projection = format!("/api/images/{}/projection/conv3/5?mode=map", first.id);
     let (status, before) = get(&client, &format!("{}{projection}", server.url)).await;
     assert_eq!(status, StatusCode::OK);
@@ -42,7 +27,7 @@ async fn ids_survive_eviction_restarts_and_other_replicas() {
     for i in 0..17u8 {
         let mut other = dog.clone();
         other.extend_from_slice(&[i; 8]); // trailing bytes: same picture, another id
-        upload_bytes(&client, &server.url, other).await;
+        upload_bytes(&client, &server.url, other, "x.jpg").await;
     }
     let (status, again) = get(&client, &format!("{}{projection}", server.url)).await;
     assert_eq!(
@@ -78,7 +63,7 @@ async fn ids_survive_eviction_restarts_and_other_replicas() {
 
     // a damaged kept upload: 404 image_not_found after a restart, and the files are gone
     server.kill9();
-    let kept: Vec<_> = walk(&cache.join("uploads"))
+    let kept: Vec<_> = files_under(&cache.join("uploads"))
         .into_iter()
         .filter(|p| {
             p.to_string_lossy().contains(&first.id) && p.extension().is_some_and(|e| e == "png")
@@ -97,20 +82,7 @@ async fn ids_survive_eviction_restarts_and_other_replicas() {
     assert_eq!(err.code.as_str(), "image_not_found");
     assert!(!kept[0].exists(), "damaged upload removed");
     // uploading it again repairs it
-    let again = upload_bytes(&client, &server.url, dog).await;
+    let again = upload_bytes(&client, &server.url, dog, "x.jpg").await;
     assert_eq!(again.id, first.id);
     assert!(kept[0].exists());
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
