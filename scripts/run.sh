@@ -27,5 +27,8 @@ if [ ! -d "$PROBE" ]; then
 fi
 echo "zfvis: open http://127.0.0.1:${PORT:-8080}/ once it says 'listening'; the probe index builds"
 echo "       in the background the first time (progress in the UI and /api/health). Ctrl+C stops."
+# every model in model-weights/ is served (the default first; the UI's picker and comparison
+# show the others when there are several), and the paper-recipe run's snapshots (Fig. 4)
 exec "$ZFVIS" serve --addr "127.0.0.1:${PORT:-8080}" --device "${ZFVIS_DEVICE:-cpu}" --warm-top9 \
-  --probe "$PROBE" "$@"
+  --probe "$PROBE" --models "$ROOT/model-weights" \
+  --evolution "$ROOT/model-weights/imagenette-paper" "$@"

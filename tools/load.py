@@ -13,7 +13,10 @@ Usage (needs aiohttp; ~/.cache/zfvis/pyref has it):
   ~/.cache/zfvis/pyref/bin/python tools/load.py --clients 50 --seconds 60 [--bin PATH]
       [--weights W] [--probe DIR] [--serve-arg=--max-queued-jobs=64 ...] [--url URL]
 With --url it loads a server that is already running instead of starting one; --cache DIR
-starts it on that cache folder (e.g. one warmed by `serve --warm-top9`).
+starts it on that cache folder (e.g. one warmed by `serve --warm-top9`). --mix predict=1 (or
+upload=1,predict=1 …) replaces the classroom mix, and --new-photos 1.0 makes every upload and
+prediction a new photo: a forward-bound load, where `serve --max-batch 1` against the default shows
+what batching forwards across requests gains.
 """
 import argparse
 import asyncio
@@ -104,10 +107,10 @@ def photos():
     return out
 
 
-async def client(i, session, url, stats, until, pics, rng):
+async def client(i, session, url, stats, until, pics, rng, mix, new_share):
     def photo():
         name, data = rng.choice(pics)
-        if rng.random() < 1 / 3:  # a new photo: same pixels, different bytes, a new content id
+        if rng.random() < new_share:  # a new photo: same pixels, different bytes, a new content id
             data = data + os.urandom(16) if name.endswith(".jpg") else data + b"\0" * rng.randint(1, 64)
         return name, data
 
@@ -137,7 +140,7 @@ async def client(i, session, url, stats, until, pics, rng):
             if status == 200:
                 ids.append(json.loads(body)["id"])
             continue
-        route = rng.choices([m for m, _ in MIX], [w for _, w in MIX])[0]
+        route = rng.choices([m for m, _ in mix], [w for _, w in mix])[0]
         layer = rng.randint(1, 5)
         m = rng.randrange(CONV_MAPS[layer - 1])
         img = rng.choice(ids)
@@ -184,7 +187,16 @@ async def main():
                     "pictures are rendered during the load; give a warmed one to measure a "
                     "server after `serve --warm-top9`)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mix", help="route=weight,… instead of the classroom mix, e.g. predict=1")
+    ap.add_argument("--new-photos", type=float, default=1 / 3,
+                    help="share of uploads and predictions that are new photos (default 1/3)")
     args = ap.parse_args()
+    mix = MIX
+    if args.mix:
+        mix = [(r, float(w)) for r, w in (p.split("=") for p in args.mix.split(","))]
+        unknown = [r for r, _ in mix if r not in dict(MIX)]
+        if unknown:
+            sys.exit(f"load: unknown route(s) in --mix: {', '.join(unknown)}; routes: {', '.join(dict(MIX))}")
     if args.probe and not os.path.isdir(args.probe):
         print(f"load: no probe folder {args.probe}; using the demo photos", file=sys.stderr)
         args.probe = os.path.join(ROOT, "web/assets/demo")
@@ -203,7 +215,8 @@ async def main():
                   f"({health.get('device', '?')}, {os.cpu_count()} cores)")
             start = time.time()
             until = start + args.seconds
-            await asyncio.gather(*(client(i, session, url, stats, until, pics, random.Random(args.seed * 1000 + i))
+            await asyncio.gather(*(client(i, session, url, stats, until, pics, random.Random(args.seed * 1000 + i),
+                                          mix, args.new_photos)
                                    for i in range(args.clients)))
             elapsed = time.time() - start
     finally:

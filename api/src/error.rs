@@ -65,6 +65,10 @@ error_codes! {
     NoProbeIndex = "no_probe_index", 404;
     /// No such occlusion sweep for this image.
     SweepNotFound = "sweep_not_found", 404;
+    /// The server has no training snapshots (`serve --evolution DIR`), or none of that epoch.
+    NoEvolution = "no_evolution", 404;
+    /// No model of that id on this server (`GET /api/models` lists them).
+    UnknownModel = "unknown_model", 404;
     /// No such route.
     NotFound = "not_found", 404;
     /// The route exists, but not for this method.

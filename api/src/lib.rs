@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 mod analyses;
 mod error;
+mod evolution;
 pub mod paths;
 
 pub use analyses::{
@@ -15,6 +16,7 @@ pub use analyses::{
     InvarianceRequest, InvarianceResponse, Transform, PAPER_TABLE_1,
 };
 pub use error::{ApiError, ErrorCode};
+pub use evolution::{EvolutionColumn, EvolutionInfo, EvolutionRow};
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,6 +32,9 @@ pub struct Health {
     /// Top-9 pictures rendered ahead of time (`serve --warm-top9`): maps done of all maps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top9_warm: Option<IndexStatus>,
+    /// This model's forwards batched across requests, once it has run one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchStats>,
 }
 
 /// Where the probe index stands: built in the background after the server starts listening.
@@ -58,6 +63,12 @@ pub enum IndexPhase {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
+    /// The id that picks this model (`?model=ID`) on a server that serves several.
+    #[serde(default)]
+    pub id: String,
+    /// Whether this is the server's default model (the one used without `?model=`).
+    #[serde(default)]
+    pub default: bool,
     /// `"zfnet"` or `"alexnet"`.
     pub architecture: String,
     pub name: String,
@@ -77,6 +88,65 @@ pub struct ModelInfo {
     /// How learned the conv1 filters look (computed from the weights at start-up).
     #[serde(default)]
     pub conv1: Option<FilterStats>,
+    /// Training snapshots this server shows features forming in (Fig. 4), if started with some.
+    #[serde(default)]
+    pub evolution: Option<EvolutionInfo>,
+}
+
+/// Forward passes of predictions and uploads batched across requests (`/api/health`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchStats {
+    /// Batched forwards run.
+    pub forwards: usize,
+    /// Images in them (more than `forwards` once batches formed).
+    pub images: usize,
+    /// The largest batch.
+    pub largest: usize,
+}
+
+/// One model of `GET /api/models`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelSummary {
+    /// Picks the model: `?model=ID` on any route.
+    pub id: String,
+    pub name: String,
+    pub architecture: String,
+    pub default: bool,
+    pub trained: bool,
+    pub provenance: String,
+    pub parameters: u64,
+    /// How many classes it tells apart.
+    pub classes: usize,
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
+    #[serde(default)]
+    pub conv1: Option<FilterStats>,
+}
+
+/// `GET /api/models`: every model this server serves, the default first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelList {
+    pub models: Vec<ModelSummary>,
+}
+
+impl ModelInfo {
+    pub fn summary(&self) -> ModelSummary {
+        ModelSummary {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            architecture: self.architecture.clone(),
+            default: self.default,
+            trained: self.trained,
+            provenance: self.provenance.clone(),
+            parameters: self.parameters,
+            classes: self.classes.len(),
+            accuracy: self.accuracy.clone(),
+            conv1: self.conv1,
+        }
+    }
 }
 
 /// Statistics of a conv filter bank that tell learned filters from random ones (definitions in

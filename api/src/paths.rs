@@ -10,6 +10,7 @@ use crate::{Method, ProjectionMode};
 pub mod templates {
     pub const HEALTH: &str = "/api/health";
     pub const MODEL: &str = "/api/model";
+    pub const MODELS: &str = "/api/models";
     pub const CONV1_FILTERS: &str = "/api/model/filters/conv1.png";
     pub const PREDICT: &str = "/api/predict";
     pub const IMAGES: &str = "/api/images";
@@ -29,6 +30,8 @@ pub mod templates {
     pub const INVARIANCE: &str = "/api/images/{id}/invariance";
     pub const CORRESPONDENCE: &str = "/api/correspondence";
     pub const CORRESPONDENCE_PRESET: &str = "/api/correspondence/preset";
+    pub const EVOLUTION: &str = "/api/evolution/{layer}/{map}";
+    pub const EVOLUTION_PICTURE: &str = "/api/evolution/{layer}/{map}/{epoch}/{picture}";
     pub const OPENAPI: &str = "/api/openapi.json";
 }
 
@@ -123,6 +126,16 @@ pub fn probe_image(index: usize) -> String {
     format!("/api/probe/images/{index}")
 }
 
+/// One row of Fig. 4: the map's strongest activation at every snapshot's epoch.
+pub fn evolution(layer: &str, map: usize) -> String {
+    format!("/api/evolution/{layer}/{map}")
+}
+
+/// A snapshot's top-1 `patch.png` or `reconstruction.png` of a map.
+pub fn evolution_picture(layer: &str, map: usize, epoch: u32, picture: &str) -> String {
+    format!("/api/evolution/{layer}/{map}/{epoch}/{picture}")
+}
+
 /// Starts a sweep; `wait` answers with the result.
 pub fn occlusion(id: &str, wait: bool) -> String {
     if wait {
@@ -157,6 +170,45 @@ pub fn sweep_events(id: &str, key: &str) -> String {
 /// `activation.png`, `probability.png` or `classes.png` of a finished sweep.
 pub fn sweep_picture(id: &str, key: &str, picture: &str) -> String {
     format!("/api/images/{id}/occlusion/{key}/{picture}")
+}
+
+/// The query parameter that picks a model on a server that serves several.
+pub const MODEL_PARAM: &str = "model";
+
+/// `url` for the model `model` (`None`: the server's default): `model=ID` added to its query.
+/// Model ids are letters, digits, `-`, `_` and `.`, so nothing needs escaping.
+pub fn with_model(url: &str, model: Option<&str>) -> String {
+    match model {
+        None => url.to_string(),
+        Some(m) => {
+            let sep = match url.find('?') {
+                None => '?',
+                Some(i) if i + 1 == url.len() || url.ends_with('&') => {
+                    return format!("{url}{MODEL_PARAM}={m}")
+                }
+                Some(_) => '&',
+            };
+            format!("{url}{sep}{MODEL_PARAM}={m}")
+        }
+    }
+}
+
+/// The model a URL names with `model=…`, if any.
+pub fn model_of(url: &str) -> Option<&str> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(MODEL_PARAM)?.strip_prefix('='))
+}
+
+/// Whether `id` can name a model: 1–64 of letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub fn valid_model_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Whether `path` (without its query) fits `template`: the same segments, `{…}` matching any
@@ -203,12 +255,42 @@ mod tests {
             (SWEEP, sweep("ab", "k")),
             (SWEEP_EVENTS, sweep_events("ab", "k")),
             (SWEEP_PICTURE, sweep_picture("ab", "k", "classes.png")),
+            (EVOLUTION, evolution("conv2", 7)),
+            (
+                EVOLUTION_PICTURE,
+                evolution_picture("conv2", 7, 5, "patch.png"),
+            ),
         ];
         for (template, path) in cases {
             assert!(matches(template, &path), "{path} does not fit {template}");
         }
         assert!(!matches(IMAGE, "/api/images/ab/input"));
         assert!(!matches(IMAGE, "/api/images/"));
+    }
+
+    #[test]
+    fn a_model_joins_any_query() {
+        assert_eq!(with_model("/api/model", None), "/api/model");
+        assert_eq!(
+            with_model("/api/model", Some("alex")),
+            "/api/model?model=alex"
+        );
+        assert_eq!(
+            with_model(&patch("ab", "conv1", 2, None), Some("a")),
+            "/api/images/ab/patch/conv1/2?model=a"
+        );
+        let u = with_model(
+            &projection("ab", "conv1", 2, ProjectionMode::Unit, None),
+            Some("a"),
+        );
+        assert_eq!(u, "/api/images/ab/projection/conv1/2?mode=unit&model=a");
+        assert_eq!(model_of(&u), Some("a"));
+        assert_eq!(model_of("/api/model?models=x"), None);
+        assert_eq!(model_of("/api/model"), None);
+        assert!(valid_model_id("zfnet-imagenette_v1.2"));
+        for bad in ["", ".hidden", "a/b", "a b", "a&b", "é"] {
+            assert!(!valid_model_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

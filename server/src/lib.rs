@@ -3,10 +3,12 @@
 //! Layers, each importing only the ones below it:
 //! - [`cli`]: the commands (`serve`, `index`, `train`, `eval`, `export`, `init-weights`);
 //! - [`http`]: routers per feature, extractors, the OpenAPI document ([`http::app`]);
-//! - [`state`]: the shared [`state::AppState`]; [`error`]: errors as JSON;
+//! - [`state`]: the shared [`state::AppState`], [`batch`]: forwards batched across requests;
+//!   [`error`]: errors as JSON;
 //! - [`store`]: uploaded images, the probe set, occlusion sweeps (no HTTP).
 
 pub mod alloc;
+pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod http;

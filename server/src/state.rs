@@ -29,6 +29,11 @@ pub struct Limits {
     pub sweep_cpu_secs: f64,
     /// Occlusion sweeps one client address may have queued or running.
     pub sweeps_per_client: usize,
+    /// How long the batching worker waits for more forwards after the first (0: takes only
+    /// what is already waiting).
+    pub batch_window: std::time::Duration,
+    /// Most images in one batched forward (1: every forward alone).
+    pub max_batch: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +47,8 @@ impl Default for Limits {
             cached_images: 16,
             sweep_cpu_secs: 120.0,
             sweeps_per_client: 2,
+            batch_window: std::time::Duration::ZERO,
+            max_batch: crate::batch::MAX_BATCH,
         }
     }
 }
@@ -107,6 +114,41 @@ const CACHED_ANALYSES: usize = 64;
 /// Predictions kept (about 500 bytes of JSON each).
 const CACHED_PREDICTIONS: usize = 4096;
 
+/// What the models of one server share: the CPU (job slots and the queue for them) and each
+/// other (`GET /api/models`, uploads opened under another model).
+pub struct Group {
+    jobs: Arc<Semaphore>,
+    /// Requests waiting for a job slot now.
+    queued: std::sync::atomic::AtomicUsize,
+    members: std::sync::RwLock<Vec<std::sync::Weak<AppState>>>,
+}
+
+impl Group {
+    fn new(limits: &Limits) -> Self {
+        Group {
+            jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
+            queued: Default::default(),
+            members: Default::default(),
+        }
+    }
+
+    /// Makes `state` one of the models listed (in the order admitted: the default first).
+    pub fn admit(&self, state: &Arc<AppState>) {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        members.retain(|m| m.strong_count() > 0 && !std::ptr::eq(m.as_ptr(), Arc::as_ptr(state)));
+        members.push(Arc::downgrade(state));
+    }
+
+    /// The models of this server that are still alive, in order.
+    pub fn members(&self) -> Vec<Arc<AppState>> {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        members
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+}
+
 pub struct AppState {
     pub model: Arc<LoadedModel>,
     pub images: ImageStore,
@@ -128,21 +170,48 @@ pub struct AppState {
     pub flights: crate::store::flight::Flights,
     /// Maps whose top-9 pictures the warm-up has rendered, of all (`serve --warm-top9`).
     pub warm: std::sync::Mutex<Option<(usize, usize)>>,
-    jobs: Arc<Semaphore>,
-    /// Requests waiting for a job slot now.
-    queued: std::sync::atomic::AtomicUsize,
+    /// The server's models, this one among them.
+    pub group: Arc<Group>,
+    /// Training snapshots by epoch, each with its own probe index and pictures (Fig. 4,
+    /// `serve --evolution`); empty without.
+    pub evolution: Vec<(u32, Arc<AppState>)>,
+    /// Predictions and uploads of this model, batched ([`crate::batch`]).
+    pub batcher: std::sync::OnceLock<crate::batch::Batcher>,
 }
 
 impl AppState {
+    /// The only model of a server, or its default (its id from the manifest's name).
     pub fn new(model: LoadedModel, limits: Limits) -> Self {
-        let info = model_info(&model);
+        let group = Arc::new(Group::new(&limits));
+        let mut state = AppState::in_group(model, limits, group);
+        let id = state.info.id.clone();
+        state.set_id(id, true);
+        state
+    }
+
+    /// One more model of the server `first` belongs to: its limits, access rules, CPU slots and
+    /// sweep places are shared; its caches are its own.
+    pub fn beside(model: LoadedModel, first: &AppState) -> Self {
+        let mut state = AppState::in_group(model, first.limits.clone(), first.group.clone());
+        state.conn = first.conn;
+        state.access = first.access.clone();
+        state.sweeps = first.sweeps.sharing_places();
+        let id = state.info.id.clone();
+        state.set_id(id, false);
+        state
+    }
+
+    fn in_group(model: LoadedModel, limits: Limits, group: Arc<Group>) -> Self {
+        let mut info = model_info(&model);
+        info.id = model_id_from(&info.name);
         AppState {
             images: ImageStore::new(limits.cached_images),
             uploads: crate::store::uploads::UploadStore::none(),
             model: Arc::new(model),
             info,
-            jobs: Arc::new(Semaphore::new(limits.max_concurrent_jobs)),
-            queued: Default::default(),
+            group,
+            evolution: Vec::new(),
+            batcher: Default::default(),
             limits,
             conn: Default::default(),
             access: Default::default(),
@@ -176,10 +245,31 @@ impl AppState {
         }
     }
 
-    /// No request runs or waits for a model slot now.
+    /// Names this model `id` (checked by the caller with `paths::valid_model_id`); `default`:
+    /// the one used when a request names none.
+    pub fn set_id(&mut self, id: String, default: bool) {
+        self.sweeps.model = (!default).then(|| id.clone());
+        self.info.id = id;
+        self.info.default = default;
+    }
+
+    /// `?model=ID` for URLs of this model; `None` for the default, whose URLs name no model.
+    pub fn model_param(&self) -> Option<&str> {
+        (!self.info.default).then_some(self.info.id.as_str())
+    }
+
+    /// `url` (built by `zfvis_api::paths`) for this model.
+    pub fn url(&self, url: String) -> String {
+        match self.model_param() {
+            None => url,
+            Some(m) => zfvis_api::paths::with_model(&url, Some(m)),
+        }
+    }
+
+    /// No request of any model runs or waits for a model slot now.
     pub fn idle(&self) -> bool {
-        self.queued.load(std::sync::atomic::Ordering::SeqCst) == 0
-            && self.jobs.available_permits() >= self.limits.max_concurrent_jobs
+        self.group.queued.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self.group.jobs.available_permits() >= self.limits.max_concurrent_jobs
     }
 
     /// Runs CPU-heavy model work on the blocking pool, at most `max_concurrent_jobs` at once.
@@ -202,13 +292,16 @@ impl AppState {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let place = Place(&self.queued);
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limits.max_queued_jobs {
+        let group = &self.group;
+        let place = Place(&group.queued);
+        if group.queued.fetch_add(1, Ordering::SeqCst) >= self.limits.max_queued_jobs {
             return Err(busy());
         }
-        let waited =
-            tokio::time::timeout(self.limits.queue_timeout, self.jobs.clone().acquire_owned())
-                .await;
+        let waited = tokio::time::timeout(
+            self.limits.queue_timeout,
+            group.jobs.clone().acquire_owned(),
+        )
+        .await;
         drop(place);
         let permit = waited
             .map_err(|_| busy())?
@@ -220,6 +313,27 @@ impl AppState {
         })
         .await
         .map_err(|e| AppError::internal(format!("inference task failed: {e}")))?
+    }
+}
+
+/// A model id made from a name: letters, digits, `-`, `_`, `.` kept, anything else `-`.
+pub fn model_id_from(name: &str) -> String {
+    let id: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let id = id.trim_start_matches('.').to_string();
+    if id.is_empty() {
+        "model".into()
+    } else {
+        id
     }
 }
 
@@ -256,6 +370,8 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
     }
     let m = &model.manifest;
     ModelInfo {
+        id: String::new(),
+        default: false,
         architecture: net.arch.name().to_string(),
         name: m.name.clone(),
         trained: m.trained,
@@ -264,6 +380,7 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
         parameters: net.parameter_count(),
         input_size: zfnet::arch::INPUT_SIZE as u32,
         layers,
+        evolution: None,
         conv1: zfnet::filter_stats::filter_stats(&net.convs[0].weight)
             .ok()
             .map(|s| zfvis_api::FilterStats {

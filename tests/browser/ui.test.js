@@ -3,69 +3,23 @@
 // ZFVIS_WEIGHTS (a model); screenshots go to tests/artifacts/.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const ARTIFACTS = path.join(ROOT, 'tests', 'artifacts');
-const BIN = process.env.ZFVIS_BIN;
-const WEIGHTS = process.env.ZFVIS_WEIGHTS || path.join(ROOT, 'model-weights', 'zfnet-imagenette.safetensors');
+const { ROOT, ARTIFACTS, startServer, waitForIndex, launch, assertAccessible } = require('./harness');
 
 let server, url, browser;
 
-function startServer() {
-  return new Promise((resolve, reject) => {
-    // the demo photos as the probe set (12 images: every map has a full top-9), cached per run
-    const cache = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'zfvis-ui-'));
-    const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--weights', WEIGHTS,
-      '--ui-dir', path.join(ROOT, 'dist'), '--probe', path.join(ROOT, 'web', 'assets', 'demo'),
-      '--cache-dir', cache], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const timer = setTimeout(() => reject(new Error('zfvis did not start in 60 s')), 60000);
-    child.on('exit', code => reject(new Error(`zfvis exited with ${code}`)));
-    child.stdout.on('data', data => {
-      const m = /zfvis listening on (\S+)/.exec(data.toString());
-      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
-    });
-  });
-}
-
 before(async () => {
-  assert.ok(BIN, 'ZFVIS_BIN must point at the zfvis binary');
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   ({ child: server, url } = await startServer());
   // the server answers at once and indexes the probe set in the background: wait for it
-  for (let i = 0; ; i++) {
-    const health = await (await fetch(`${url}api/health`)).json();
-    if (health.probe_index && health.probe_index.state === 'ready') break;
-    assert.notEqual(health.probe_index && health.probe_index.state, 'failed', JSON.stringify(health));
-    assert.ok(i < 600, 'probe index not ready in 60 s');
-    await new Promise(r => setTimeout(r, 100));
-  }
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  await waitForIndex(url);
+  browser = await launch();
 });
 
 after(async () => {
   if (browser) await browser.close();
   if (server) { server.removeAllListeners('exit'); server.kill(); }
 });
-
-const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-
-/// axe-core on the page as it stands: no moderate, serious or critical accessibility violation
-/// (e.g. `region`: all content inside landmarks).
-async function assertAccessible(page, what) {
-  await page.addScriptTag({ content: AXE });
-  const bad = await page.evaluate(async () => (await axe.run()).violations
-    .filter(v => v.impact === 'moderate' || v.impact === 'serious' || v.impact === 'critical')
-    .map(v => `${v.id} (${v.impact}, ${v.nodes.length}×): ${v.nodes[0].html.slice(0, 100)}`));
-  assert.deepEqual(bad, [], `${what}: accessibility violations`);
-}
 
 async function openPage() {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

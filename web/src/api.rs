@@ -44,6 +44,32 @@ fn js_message(e: JsValue) -> Failure {
         .into()
 }
 
+/// The model this page shows (`?model=ID` in the page's address), `None` for the server's default.
+pub fn page_model() -> Option<String> {
+    thread_local! {
+        static MODEL: Option<String> = web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .and_then(|q| {
+                q.trim_start_matches('?')
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("model=").map(str::to_string))
+            })
+            .filter(|m| zfvis_api::paths::valid_model_id(m));
+    }
+    MODEL.with(Clone::clone)
+}
+
+/// `url` for the page's model: API URLs that name no model get `model=` added (URLs from the
+/// server's answers name theirs already; static files are left alone).
+pub fn url(url: &str) -> String {
+    let api = url.starts_with("/api") || url.starts_with("/visualize/");
+    if api && zfvis_api::paths::model_of(url).is_none() {
+        zfvis_api::paths::with_model(url, page_model().as_deref())
+    } else {
+        url.to_string()
+    }
+}
+
 async fn send(request: Request) -> ApiResult<Response> {
     let window = web_sys::window().ok_or("no window")?;
     let response = JsFuture::from(window.fetch_with_request(&request))
@@ -77,7 +103,7 @@ async fn decode<T: DeserializeOwned>(response: Response) -> ApiResult<T> {
 }
 
 pub async fn get_json<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
-    let request = Request::new_with_str(url).map_err(js_message)?;
+    let request = Request::new_with_str(&self::url(url)).map_err(js_message)?;
     decode(send(request).await?).await
 }
 
@@ -93,7 +119,7 @@ pub async fn post_image<T: DeserializeOwned>(
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&form);
-    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let request = Request::new_with_str_and_init(&self::url(url), &init).map_err(js_message)?;
     decode(send(request).await?).await
 }
 
@@ -113,7 +139,7 @@ pub async fn get_blob(url: &str) -> ApiResult<Blob> {
 pub async fn post_empty<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
     let init = RequestInit::new();
     init.set_method("POST");
-    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let request = Request::new_with_str_and_init(&self::url(url), &init).map_err(js_message)?;
     decode(send(request).await?).await
 }
 
@@ -121,7 +147,7 @@ pub async fn post_empty<T: DeserializeOwned>(url: &str) -> ApiResult<T> {
 pub async fn delete(url: &str) -> ApiResult<()> {
     let init = RequestInit::new();
     init.set_method("DELETE");
-    let request = Request::new_with_str_and_init(url, &init).map_err(js_message)?;
+    let request = Request::new_with_str_and_init(&self::url(url), &init).map_err(js_message)?;
     let response = send(request).await?;
     if response.ok() {
         Ok(())
@@ -150,7 +176,7 @@ fn json_post(url: &str, body: &impl serde::Serialize, accept: Option<&str>) -> A
         headers.set("accept", accept).map_err(js_message)?;
     }
     init.set_headers(&headers);
-    Request::new_with_str_and_init(url, &init).map_err(js_message)
+    Request::new_with_str_and_init(&self::url(url), &init).map_err(js_message)
 }
 
 /// POSTs `body` as JSON; `202` decodes as `S`, `200` as `R`.

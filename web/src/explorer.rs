@@ -151,9 +151,9 @@ pub fn Explorer(
         </Show>
         <Show when=move || layer.get() == "conv1">
             <figure class="filters">
-                <img id="conv1-filters" class="pixelated" src=zfvis_api::paths::templates::CONV1_FILTERS alt="the conv1 filters" />
+                <img id="conv1-filters" class="pixelated" src=crate::api::url(zfvis_api::paths::templates::CONV1_FILTERS) alt="the conv1 filters" />
                 <figcaption>"the conv1 filters (7×7 RGB, each stretched to its own contrast, grey = 0; paper Fig. 6c) "
-                    <a class="download" href=zfvis_api::paths::templates::CONV1_FILTERS download="conv1-filters.png">"download PNG"</a>
+                    <a class="download" href=crate::api::url(zfvis_api::paths::templates::CONV1_FILTERS) download="conv1-filters.png">"download PNG"</a>
                 </figcaption>
                 <Conv1Stats />
             </figure>
@@ -177,11 +177,11 @@ pub fn Explorer(
                         {shared.get().then(|| view! { <ColourBar lo="0".to_string() hi=format!("{top:.3}") /> })}
                         <div class="maps" id="map-grid">
                             {order.into_iter().map(|m| {
-                                let src = if shared.get() {
+                                let src = crate::api::url(&if shared.get() {
                                     zfvis_api::paths::activation_shared(&image, &acts.layer, m)
                                 } else {
                                     zfvis_api::paths::activation(&image, &acts.layer, m)
-                                };
+                                });
                                 let strength = acts.max[m];
                                 view! {
                                     <button class="map" data-map=m title=format!("map {m}: max {strength:.3}")
@@ -252,7 +252,7 @@ fn MapView(
                         let pct = |v: u32| v as f32 / 224.0 * 100.0;
                         let style = format!("left:{:.3}%;top:{:.3}%;width:{:.3}%;height:{:.3}%",
                             pct(rf.x0), pct(rf.y0), pct(rf.x1 - rf.x0), pct(rf.y1 - rf.y0));
-                        let input = zfvis_api::paths::input(&v.image);
+                        let input = crate::api::url(&zfvis_api::paths::input(&v.image));
                         let title = format!("{} · map {} of {}", v.layer, v.map, v.maps);
                         let picked = if v.unit != v.position { format!("; picked unit (x {}, y {}) = {:.4}", v.unit.x, v.unit.y, v.value) } else { String::new() };
                         let facts = format!("strongest activation {:.4} at (x {}, y {}) of {}×{}{picked}; receptive field x {}–{}, y {}–{}. Click the activation map to pick another unit.",

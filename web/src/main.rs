@@ -4,7 +4,9 @@ mod analyses;
 mod api;
 mod chart;
 mod correspondence;
+mod evolution;
 mod explorer;
+mod models;
 mod occlusion;
 mod tour;
 mod upload;
@@ -29,6 +31,7 @@ fn location_hash() -> String {
 fn App() -> impl IntoView {
     let model =
         LocalResource::new(|| api::get_json::<ModelInfo>(zfvis_api::paths::templates::MODEL));
+    let models = models::models_resource();
     // the model's description, for every view that names its classes or statistics
     provide_context(model);
     let (image, set_image) = signal(None::<ImageResponse>);
@@ -49,12 +52,7 @@ fn App() -> impl IntoView {
             let _ = root.class_list().toggle_with_force("present", on);
         }
         if let Some(w) = web_sys::window() {
-            let url = format!(
-                "{}{}{}",
-                w.location().pathname().unwrap_or_default(),
-                if on { "?present" } else { "" },
-                location_hash()
-            );
+            let url = models::page_url(api::page_model().as_deref(), on);
             if let Ok(h) = w.history() {
                 let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&url));
             }
@@ -159,6 +157,7 @@ fn App() -> impl IntoView {
             <button class="present-toggle" id="present-toggle" aria-pressed=move || present.get().to_string()
                 title="large type and full-width pictures for a projector (link: ?present)"
                 on:click=move |_| set_present.update(|p| *p = !*p)>"presenter mode"</button>
+            <models::ModelPicker models=models present=present />
             <Suspense fallback=|| view! { <span class="model">"loading model…"</span> }>
                 {move || model.get().map(|m| match m {
                     Ok(m) => view! { <ModelBadge info=m /> }.into_any(),
@@ -207,6 +206,8 @@ fn App() -> impl IntoView {
         {move || image.get().map(|img| view! { <occlusion::OcclusionPanel image=img /> })}
         {move || image.get().map(|img| view! { <analyses::InvariancePanel image=img /> })}
         {move || image.get().map(|img| view! { <correspondence::CorrespondencePanel image=img /> })}
+        {move || model.get().and_then(Result::ok).and_then(|m| m.evolution).map(|info| view! { <evolution::EvolutionPanel info=info /> })}
+        <models::Compare models=models />
     }
 }
 

@@ -155,7 +155,7 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                 ))
             };
             view! {
-                <img class="tour-filters pixelated" id="tour-filters" src=zfvis_api::paths::templates::CONV1_FILTERS alt="the 96 conv1 filters" />
+                <img class="tour-filters pixelated" id="tour-filters" src=crate::api::url(zfvis_api::paths::templates::CONV1_FILTERS) alt="the 96 conv1 filters" />
                 <p class="tour-caption" id="tour-filters-verdict">{verdict}</p>
             }
             .into_any()
@@ -182,7 +182,7 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                             Ok(ms) => view! {
                                 <div class="tour-maps" id="tour-maps">
                                     {ms.into_iter().map(|m| view! {
-                                        <img class="pixelated" src=zfvis_api::paths::activation(&id, "conv1", m) alt=format!("conv1 map {m}") />
+                                        <img class="pixelated" src=crate::api::url(&zfvis_api::paths::activation(&id, "conv1", m)) alt=format!("conv1 map {m}") />
                                     }).collect_view()}
                                 </div>
                             }.into_any(),
@@ -241,7 +241,7 @@ fn StepView(step: usize, image: ImageResponse) -> impl IntoView {
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(v) => view! {
                             <div class="tour-row">
-                                <figure><img class="tour-input" src=zfvis_api::paths::input(&v.image) alt="the photo" /><figcaption>"the photo"</figcaption></figure>
+                                <figure><img class="tour-input" src=crate::api::url(&zfvis_api::paths::input(&v.image)) alt="the photo" /><figcaption>"the photo"</figcaption></figure>
                                 <figure><img class="tour-input" id="tour-projection" src=v.projection_url.clone() alt="projection" /><figcaption>{format!("what conv5 map {}'s strongest unit saw", v.map)}</figcaption></figure>
                             </div>
                         }.into_any(),

@@ -88,6 +88,41 @@ pub struct Trace {
     pub logits: Tensor,
 }
 
+impl Trace {
+    /// Image `i` of a batch's trace, in storage of its own (keeping it keeps only its own
+    /// memory). A batched forward gives each image what its own forward gives, up to the order of
+    /// additions in the fc layers' matrix products.
+    pub fn image(&self, i: usize) -> Result<Trace> {
+        let row = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(0, i, 1)?.copy()?) };
+        let convs = self
+            .convs
+            .iter()
+            .map(|c| {
+                let pooled = match &c.pooled {
+                    Some(p) => Some(Pooled {
+                        output: row(&p.output)?,
+                        switches: row(&p.switches)?,
+                        input_hw: p.input_hw,
+                    }),
+                    None => None,
+                };
+                Ok(ConvTrace {
+                    activation: row(&c.activation)?,
+                    normalized: c.normalized.as_ref().map(row).transpose()?,
+                    pooled,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Trace {
+            input: row(&self.input)?,
+            convs,
+            fc6: row(&self.fc6)?,
+            fc7: row(&self.fc7)?,
+            logits: row(&self.logits)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ZfNet {
     pub arch: Architecture,
@@ -118,6 +153,14 @@ impl LoadedModel {
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)
             .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
         let net = ZfNet::from_tensors(manifest.architecture, tensors, device)?;
+        if !net.has_head() {
+            // a conv-stack-only snapshot (Fig. 4): features, no classifier to check
+            return Ok(LoadedModel {
+                net,
+                manifest,
+                weights_sha256,
+            });
+        }
         if net.num_classes() != manifest.classes.len() {
             return Err(Error::Weights(format!(
                 "{}: fc8 has {} outputs but the manifest lists {} classes",
@@ -144,11 +187,16 @@ impl LoadedModel {
 
 impl ZfNet {
     /// Builds the network from named tensors, checking every shape against the architecture.
+    /// Without any fc tensor it is a conv stack only (a training snapshot kept for its features,
+    /// the paper's Fig. 4): projections and top-k work, the classifier head does not.
     pub fn from_tensors(
         arch: Architecture,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<ZfNet> {
+        let conv_only = FC_NAMES
+            .iter()
+            .all(|n| !tensors.contains_key(&format!("{n}.weight")));
         let mut take = |name: &str| -> Result<Tensor> {
             let t = tensors
                 .remove(name)
@@ -181,7 +229,7 @@ impl ZfNet {
         let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
         let mut in_features = in_ch * side * side;
         let mut fcs = Vec::with_capacity(3);
-        for name in FC_NAMES {
+        for name in FC_NAMES.iter().filter(|_| !conv_only) {
             let weight = take(&format!("{name}.weight"))?;
             let bias = take(&format!("{name}.bias"))?;
             let (out_f, w_in) = weight.dims2()?;
@@ -212,12 +260,19 @@ impl ZfNet {
         &self.device
     }
 
-    pub fn num_classes(&self) -> usize {
-        self.fcs[2].weight().dims()[0]
+    /// Whether the classifier (fc6–fc8) is there: not in a conv-stack-only snapshot.
+    pub fn has_head(&self) -> bool {
+        self.fcs.len() == 3
     }
 
+    /// Outputs of fc8 (0 without a head).
+    pub fn num_classes(&self) -> usize {
+        self.fcs.get(2).map_or(0, |f| f.weight().dims()[0])
+    }
+
+    /// Outputs of fc6 (0 without a head).
     pub fn fc_width(&self) -> usize {
-        self.fcs[0].weight().dims()[0]
+        self.fcs.first().map_or(0, |f| f.weight().dims()[0])
     }
 
     pub fn channels(&self) -> [usize; 5] {
@@ -285,6 +340,11 @@ impl ZfNet {
 
     /// The classifier head on a pooled conv5 output: `(fc6, fc7, logits)`.
     pub fn head(&self, pool5: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        if !self.has_head() {
+            return Err(Error::Weights(
+                "this is a conv-stack-only snapshot: it has no classifier (fc6–fc8)".into(),
+            ));
+        }
         let flat = pool5.flatten_from(1)?;
         let fc6 = self.fcs[0].forward(&flat)?.relu()?;
         let fc7 = self.fcs[1].forward(&fc6)?.relu()?;

@@ -119,7 +119,8 @@ pub fn build_index(
         if n > 0 {
             let side = crate::arch::INPUT_SIZE;
             let x = Tensor::from_vec(inputs, (n, 3, side, side), net.device())?;
-            let trace = net.forward_trace(&x)?;
+            // the conv layers are all the index needs (and all a snapshot may have)
+            let trace = net.forward_trace_through(&x, 4)?;
             for (top, layer) in tops.iter_mut().zip(&trace.convs) {
                 let dims = layer.activation.dims4()?;
                 let data = layer

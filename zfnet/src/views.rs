@@ -31,6 +31,42 @@ pub fn prepare_input(model: &LoadedModel, bytes: &[u8]) -> Result<(Prepared, Ten
     Ok((prepared, tensor))
 }
 
+/// What one image of a batched forward needs back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Its logits (`[1, classes]`): a prediction.
+    Logits,
+    /// Its whole trace: an upload whose maps will be explored.
+    Trace,
+}
+
+/// One image's share of a batched forward.
+pub enum Traced {
+    Logits(Tensor),
+    Trace(crate::Trace),
+}
+
+/// One traced forward for several images (`[1, 3, 224, 224]` inputs of one model) instead of one
+/// each: what every image wants, in order. A lone input runs as it would alone.
+pub fn forward_batch(model: &LoadedModel, inputs: &[(Tensor, Want)]) -> Result<Vec<Traced>> {
+    let tensors: Vec<&Tensor> = inputs.iter().map(|(t, _)| t).collect();
+    let x = Tensor::cat(&tensors, 0)?;
+    let trace = model.net.forward_trace(&x)?;
+    if inputs.len() == 1 && inputs[0].1 == Want::Trace {
+        return Ok(vec![Traced::Trace(trace)]);
+    }
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, want))| {
+            Ok(match want {
+                Want::Logits => Traced::Logits(trace.logits.narrow(0, i, 1)?.copy()?),
+                Want::Trace => Traced::Trace(trace.image(i)?),
+            })
+        })
+        .collect()
+}
+
 /// The network's input for a crop kept from an earlier [`prepare_input`] (the same tensor).
 pub fn input_from_crop(model: &LoadedModel, crop: &image::RgbImage) -> Result<Tensor> {
     let data = crate::preprocess::normalise(crop, &model.manifest.preprocess);

@@ -113,3 +113,45 @@ fn loading_rejects_weights_that_do_not_fit_the_architecture() -> anyhow::Result<
     assert!(err.to_string().contains("conv1.weight"), "{err}");
     Ok(())
 }
+
+/// A conv-stack-only network (a training snapshot without fc6–fc8) gives every conv layer of
+/// the PyTorch reference exactly as the whole network does, and refuses to classify.
+#[test]
+fn a_conv_only_network_has_the_whole_networks_features() -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let path = fixture("zfnet-narrow.safetensors");
+    let whole = LoadedModel::load(&path, &device)?;
+    let mut tensors = candle_core::safetensors::load(&path, &device)?;
+    tensors.retain(|name, _| name.starts_with("conv"));
+    let convs = zfnet::ZfNet::from_tensors(whole.net.arch, tensors, &device)?;
+    assert!(whole.net.has_head() && !convs.has_head());
+    assert_eq!((convs.num_classes(), convs.fc_width()), (0, 0));
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(fixture("zfnet-narrow.expected.safetensors"), &device)?;
+    let input = &expected["input"];
+    let a = whole.net.forward_trace_through(input, 4)?;
+    let b = convs.forward_trace_through(input, 4)?;
+    for (i, (x, y)) in a.convs.iter().zip(&b.convs).enumerate() {
+        assert_eq!(
+            relative_error(y.output(), x.output())?,
+            0.0,
+            "conv{}",
+            i + 1
+        );
+        let key = format!("conv{}.activation", i + 1);
+        let want = expected
+            .get(&key)
+            .expect("the reference has every activation");
+        assert!(relative_error(&y.activation, want)? <= 1e-4, "{key}");
+    }
+    let err = convs.forward_trace(input).unwrap_err().to_string();
+    assert!(err.contains("no classifier"), "{err}");
+    // some fc tensors but not all: a damaged file, not a snapshot
+    let mut partial = candle_core::safetensors::load(&path, &device)?;
+    partial.remove("fc8.weight");
+    let err = zfnet::ZfNet::from_tensors(whole.net.arch, partial, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fc8.weight"), "{err}");
+    Ok(())
+}

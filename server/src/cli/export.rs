@@ -14,6 +14,10 @@ pub struct ExportArgs {
     /// Store the tensors as fp16; loading converts back to f32.
     #[arg(long)]
     f16: bool,
+    /// Keep the conv layers only (a quarter of ZFNet's size with fc width 1024): enough for
+    /// top-9 and projections, as the training snapshots of the evolution view (Fig. 4) need.
+    #[arg(long)]
+    conv_only: bool,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -25,8 +29,14 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     } else {
         candle_core::DType::F32
     };
-    let tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?;
+    let mut tensors = candle_core::safetensors::load(weights, &candle_core::Device::Cpu)?;
     let mut manifest = model.manifest;
+    if args.conv_only {
+        tensors.retain(|name, _| name.starts_with("conv"));
+        manifest
+            .provenance
+            .push_str(" Conv layers only (`zfvis export --conv-only`): no classifier.");
+    }
     if args.f16 {
         manifest
             .provenance

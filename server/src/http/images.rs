@@ -58,27 +58,25 @@ pub async fn store_image(
         return Ok(response);
     }
     let trained = state.info.trained;
-    let image = state
-        .run_blocking(move |model| {
-            let (input, tensor) = zfnet::views::prepare_input(model, &bytes)?;
-            let trace = model.net.forward_trace(&tensor)?;
-            let response = ImageResponse {
-                input_url: paths::input(&id),
-                predictions: predictions(model, &trace.logits)?,
-                id,
-                trained,
-                width: input.original.0,
-                height: input.original.1,
-                source,
-            };
-            Ok(StoredImage {
-                trace,
-                crop: input.crop,
-                response,
-            })
-        })
+    let input_url = state.url(paths::input(&id));
+    let (input, tensor) = state
+        .run_blocking(move |model| Ok(zfnet::views::prepare_input(model, &bytes)?))
         .await?;
-    let image = Arc::new(image);
+    let trace = traced(state, tensor).await?;
+    let response = ImageResponse {
+        input_url,
+        predictions: predictions(&state.model, &trace.logits)?,
+        id,
+        trained,
+        width: input.original.0,
+        height: input.original.1,
+        source,
+    };
+    let image = Arc::new(StoredImage {
+        trace,
+        crop: input.crop,
+        response,
+    });
     let response = image.response.clone();
     state.images.insert(response.id.clone(), image.clone());
     let keeper = state.clone();
@@ -90,6 +88,19 @@ pub async fn store_image(
         tracing::warn!("keeping upload {}: {e}", response.id);
     }
     Ok(response)
+}
+
+/// The whole trace of `input`, batched with other uploads and predictions waiting.
+async fn traced(
+    state: &Arc<AppState>,
+    input: candle_core::Tensor,
+) -> Result<zfnet::Trace, AppError> {
+    match crate::batch::forward(state, input, zfnet::views::Want::Trace).await? {
+        zfnet::views::Traced::Trace(t) => Ok(t),
+        zfnet::views::Traced::Logits(_) => {
+            Err(AppError::internal("a batch answered logits for a trace"))
+        }
+    }
 }
 
 /// The image named `id`: its trace from memory, else computed again from the upload kept on
@@ -110,30 +121,58 @@ pub async fn stored(state: &Arc<AppState>, id: &str) -> Result<Arc<StoredImage>,
     })
 }
 
-/// Recomputes the trace of a kept upload; `None` when none is kept. The caller holds the id's
-/// flight turn.
+/// Recomputes the trace of a kept upload; `None` when none is kept. An upload made under
+/// another model of this server with the same preprocessing opens too (its crop is the same
+/// pixels), with this model's answer. The caller holds the id's flight turn.
 async fn restore(state: &Arc<AppState>, id: &str) -> Result<Option<Arc<StoredImage>>, AppError> {
     let reader = state.clone();
     let key = id.to_string();
-    let kept = tokio::task::spawn_blocking(move || reader.uploads.load(&key))
-        .await
-        .map_err(|e| AppError::internal(format!("reading a kept upload: {e}")))?;
-    let Some((crop, response)) = kept else {
+    let kept = tokio::task::spawn_blocking(move || {
+        if let Some(own) = reader.uploads.load(&key) {
+            return Some((own, true));
+        }
+        // the crop's pixels depend on the resize and crop only (normalising comes after)
+        let mine = &reader.model.manifest.preprocess;
+        let same_input = |p: &Arc<AppState>| {
+            let theirs = &p.model.manifest.preprocess;
+            !Arc::ptr_eq(p, &reader) && theirs.resize == mine.resize && theirs.crop == mine.crop
+        };
+        let peers = reader.group.members();
+        peers
+            .iter()
+            .filter(|p| same_input(p))
+            .find_map(|p| p.uploads.load(&key))
+            .map(|other| (other, false))
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("reading a kept upload: {e}")))?;
+    let Some(((crop, mut response), own)) = kept else {
         return Ok(None);
     };
-    let image = state
-        .run_blocking(move |model| {
-            let tensor = zfnet::views::input_from_crop(model, &crop)?;
-            let trace = model.net.forward_trace(&tensor)?;
-            Ok(StoredImage {
-                trace,
-                crop,
-                response,
-            })
-        })
-        .await?;
-    let image = Arc::new(image);
+    let trained = state.info.trained;
+    let input_url = state.url(paths::input(id));
+    let tensor = zfnet::views::input_from_crop(&state.model, &crop)?;
+    let trace = traced(state, tensor).await?;
+    if !own {
+        response.predictions = predictions(&state.model, &trace.logits)?;
+        response.trained = trained;
+        response.input_url = input_url;
+    }
+    let image = Arc::new(StoredImage {
+        trace,
+        crop,
+        response,
+    });
     state.images.insert(id.to_string(), image.clone());
+    if !own {
+        let keeper = (state.clone(), image.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = keeper.0.uploads.save(&keeper.1.crop, &keeper.1.response) {
+                tracing::warn!("keeping upload {}: {e}", keeper.1.response.id);
+            }
+        })
+        .await;
+    }
     Ok(Some(image))
 }
 

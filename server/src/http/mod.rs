@@ -6,10 +6,12 @@
 
 pub mod analyses;
 pub mod conn;
+pub mod evolution;
 pub mod extract;
 pub mod guard;
 pub mod images;
 pub mod model;
+pub mod models;
 pub mod occlusion;
 pub mod probe;
 pub mod visualize;
@@ -53,29 +55,86 @@ pub fn api() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .merge(probe::router())
         .merge(occlusion::router())
         .merge(analyses::router())
+        .merge(models::router())
+        .merge(evolution::router())
         .split_for_parts()
 }
 
-/// The whole server: the API, `/api/openapi.json`, JSON answers for unknown API routes and
-/// methods, and the UI from `ui_dir` (a placeholder page without one).
+/// [`api`]'s document with the optional `model` query parameter on every operation (the
+/// dispatcher in [`models`] reads it before any route does).
+pub fn api_spec() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    let (_, mut spec) = api();
+    let model = ParameterBuilder::new()
+        .name(zfvis_api::paths::MODEL_PARAM)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "the model to use (an id from GET /api/models); the server's default without it",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build();
+    for item in spec.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.parameters
+                .get_or_insert_with(Vec::new)
+                .push(model.clone());
+        }
+    }
+    spec
+}
+
+/// The whole server for one model: see [`app_models`].
 pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
-    let body_timeout = conn::body_timeout_layer(&state.conn);
-    let (api, spec) = api();
-    let spec = Arc::new(spec);
-    let api = api
-        .route(
-            zfvis_api::paths::templates::OPENAPI,
-            get(move || {
-                let spec = spec.clone();
-                async move { Json(spec.as_ref().clone()) }
-            }),
-        )
-        .route("/api", get(api_not_found).post(api_not_found))
-        .route("/api/{*rest}", axum::routing::any(api_not_found))
-        .method_not_allowed_fallback(method_not_allowed)
-        // uploads enforce their own bound (extract::ImageUpload); everything else reads no body
-        .layer(DefaultBodyLimit::disable())
-        .with_state(state.clone());
+    app_models(state, Vec::new(), ui_dir)
+}
+
+/// The API of one model, `/api/openapi.json` and JSON answers for unknown API routes and
+/// methods.
+fn model_api(state: Arc<AppState>, spec: Arc<utoipa::openapi::OpenApi>) -> Router {
+    let (api, _) = api();
+    api.route(
+        zfvis_api::paths::templates::OPENAPI,
+        get(move || {
+            let spec = spec.clone();
+            async move { Json(spec.as_ref().clone()) }
+        }),
+    )
+    .route("/api", get(api_not_found).post(api_not_found))
+    .route("/api/{*rest}", axum::routing::any(api_not_found))
+    .method_not_allowed_fallback(method_not_allowed)
+    // uploads enforce their own bound (extract::ImageUpload); everything else reads no body
+    .layer(DefaultBodyLimit::disable())
+    .with_state(state)
+}
+
+/// The whole server: the API of `default` and of each of `others` (picked by `?model=ID`,
+/// [`models::dispatch`]), and the UI from `ui_dir` (a placeholder page without one). `others`
+/// must have been made with `AppState::beside(…, &default)`, with ids of their own.
+pub fn app_models(
+    default: Arc<AppState>,
+    others: Vec<Arc<AppState>>,
+    ui_dir: Option<&Path>,
+) -> Router {
+    let body_timeout = conn::body_timeout_layer(&default.conn);
+    let spec = Arc::new(api_spec());
+    let all: Vec<Arc<AppState>> = std::iter::once(default.clone()).chain(others).collect();
+    let routers = all
+        .iter()
+        .map(|m| {
+            m.group.admit(m);
+            (m.info.id.clone(), model_api(m.clone(), spec.clone()))
+        })
+        .collect();
     let ui = match ui_dir.map(|d| (d, d.join("index.html"))) {
         Some((dir, index)) if index.exists() => {
             Router::new().fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)))
@@ -89,11 +148,12 @@ pub fn app(state: Arc<AppState>, ui_dir: Option<&Path>) -> Router {
             })
         }
     };
-    api.merge(ui)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::check,
-        ))
+    // a fallback, not a route: a route's path parameters would stay in the request and
+    // confuse the model router's own
+    Router::new()
+        .fallback(models::dispatch)
+        .with_state(models::Routers::new(routers, ui))
+        .layer(axum::middleware::from_fn_with_state(default, guard::check))
         .layer(body_timeout)
         .layer(TraceLayer::new_for_http())
 }

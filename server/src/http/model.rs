@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
 use utoipa_axum::routes;
+use zfnet::views::{Traced, Want};
 use zfvis_api::{ApiError, Health, ModelInfo, PredictResponse, Prediction};
 
 pub fn router() -> ApiRouter {
@@ -35,29 +36,10 @@ async fn conv1_filters(State(state): State<Arc<AppState>>) -> Result<Response, A
 
 #[utoipa::path(get, path = "/api/health", tag = "model", responses((status = 200, body = Health)))]
 async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
-    use crate::store::probes::ProbeState;
     use zfvis_api::{IndexPhase, IndexStatus};
-    let probe_index = state.probes.get().map(|p| match p {
-        ProbeState::Building { done, total } => IndexStatus {
-            state: IndexPhase::Building,
-            done,
-            total,
-            message: None,
-        },
-        ProbeState::Ready(p) => IndexStatus {
-            state: IndexPhase::Ready,
-            done: p.index.images.len(),
-            total: p.index.images.len(),
-            message: None,
-        },
-        ProbeState::Failed(why) => IndexStatus {
-            state: IndexPhase::Failed,
-            done: 0,
-            total: 0,
-            message: Some(why),
-        },
-    });
+    let probe_index = state.probes.get().map(index_status);
     Json(Health {
+        batching: crate::batch::stats(&state),
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         device: zfnet::device::describe(state.model.net.device()),
@@ -115,23 +97,52 @@ async fn predict(
         return Ok(Json(answer));
     }
     let trained = state.info.trained;
-    let response = state
+    let (tensor, (width, height)) = state
         .run_blocking(move |model| {
             let (input, tensor) = zfnet::views::prepare_input(model, &bytes)?;
-            let (width, height) = input.original;
-            let logits = model.net.forward(&tensor)?;
-            Ok(PredictResponse {
-                predictions: predictions(model, &logits)?,
-                trained,
-                width,
-                height,
-            })
+            Ok((tensor, input.original))
         })
         .await?;
+    let logits = match crate::batch::forward(&state, tensor, Want::Logits).await? {
+        Traced::Logits(l) => l,
+        Traced::Trace(t) => t.logits,
+    };
+    let response = PredictResponse {
+        predictions: predictions(&state.model, &logits)?,
+        trained,
+        width,
+        height,
+    };
     if let Ok(json) = serde_json::to_vec(&response) {
         state.predictions.put(id, Arc::new(json));
     }
     Ok(Json(response))
+}
+
+/// A probe index's state on the wire.
+pub fn index_status(p: crate::store::probes::ProbeState) -> zfvis_api::IndexStatus {
+    use crate::store::probes::ProbeState;
+    use zfvis_api::{IndexPhase, IndexStatus};
+    match p {
+        ProbeState::Building { done, total } => IndexStatus {
+            state: IndexPhase::Building,
+            done,
+            total,
+            message: None,
+        },
+        ProbeState::Ready(p) => IndexStatus {
+            state: IndexPhase::Ready,
+            done: p.index.images.len(),
+            total: p.index.images.len(),
+            message: None,
+        },
+        ProbeState::Failed(why) => IndexStatus {
+            state: IndexPhase::Failed,
+            done: 0,
+            total: 0,
+            message: Some(why),
+        },
+    }
 }
 
 /// The top-5 of the first row of `logits`, with class names.

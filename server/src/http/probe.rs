@@ -27,9 +27,18 @@ pub fn router() -> ApiRouter {
 /// Makes sure every hit of the map has its patch and reconstruction on disk, computing the
 /// missing ones in one batch (once, when several requests ask at the same time).
 async fn ensure_pictures(state: &Arc<AppState>, at: MapParam) -> Result<(), AppError> {
+    ensure_first_pictures(state, at, usize::MAX).await
+}
+
+/// [`ensure_pictures`] for the `first` hits only (the evolution view needs the top-1 alone).
+async fn ensure_first_pictures(
+    state: &Arc<AppState>,
+    at: MapParam,
+    first: usize,
+) -> Result<(), AppError> {
     if state
         .probes()?
-        .missing_pictures(at.layer, at.map)?
+        .missing_pictures(at.layer, at.map, first)?
         .is_empty()
     {
         return Ok(());
@@ -39,7 +48,7 @@ async fn ensure_pictures(state: &Arc<AppState>, at: MapParam) -> Result<(), AppE
         .flights
         .turn(&format!("top9/{}/{}", at.layer, at.map))
         .await;
-    let missing = state.probes()?.missing_pictures(at.layer, at.map)?;
+    let missing = state.probes()?.missing_pictures(at.layer, at.map, first)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -103,9 +112,19 @@ pub async fn top_activations(
     state: &Arc<AppState>,
     at: MapParam,
 ) -> Result<TopActivations, AppError> {
+    top_activations_rendered(state, at, usize::MAX).await
+}
+
+/// The map's top-k over the probe set, with the pictures of the first `rendered` entries on
+/// disk (the others' are rendered when asked for).
+pub async fn top_activations_rendered(
+    state: &Arc<AppState>,
+    at: MapParam,
+    rendered: usize,
+) -> Result<TopActivations, AppError> {
     let probes = state.probes()?;
     let hits = probes.hits(at.layer, at.map)?;
-    ensure_pictures(state, at).await?;
+    ensure_first_pictures(state, at, rendered).await?;
     let rf = receptive_field(state.model.net.arch, at.layer);
     let name = at.layer_name();
     let entries = hits
@@ -121,9 +140,14 @@ pub async fn top_activations(
                 y: hit.y as u32,
             },
             receptive_field: pixel_box(rf.unit_box(hit.y as usize, hit.x as usize)),
-            patch_url: paths::probe_picture(name, at.map, rank, "patch.png"),
-            reconstruction_url: paths::probe_picture(name, at.map, rank, "reconstruction.png"),
-            open_url: paths::probe_image(hit.image as usize),
+            patch_url: state.url(paths::probe_picture(name, at.map, rank, "patch.png")),
+            reconstruction_url: state.url(paths::probe_picture(
+                name,
+                at.map,
+                rank,
+                "reconstruction.png",
+            )),
+            open_url: state.url(paths::probe_image(hit.image as usize)),
         })
         .collect();
     Ok(TopActivations {
@@ -147,7 +171,18 @@ async fn probe_picture(
     segments: P<(String, String, usize, String)>,
 ) -> Result<Response, AppError> {
     let P((_, _, rank, picture)) = segments;
-    let kind = Picture::parse(&picture).ok_or_else(|| {
+    entry_picture(&state, at, rank, &picture).await
+}
+
+/// The patch or reconstruction (`picture`) of a map's top-k entry `rank`, from the disk cache or
+/// rendered now.
+pub async fn entry_picture(
+    state: &Arc<AppState>,
+    at: MapParam,
+    rank: usize,
+    picture: &str,
+) -> Result<Response, AppError> {
+    let kind = Picture::parse(picture).ok_or_else(|| {
         AppError::new(
             ErrorCode::UnknownPicture,
             format!("no picture '{picture}': use patch.png or reconstruction.png"),
@@ -167,8 +202,8 @@ async fn probe_picture(
     let bytes = match ProbeSet::read_picture(&path) {
         Some(bytes) => bytes,
         None => {
-            // missing, or cut short by a crash: (re)compute the map's pictures
-            ensure_pictures(&state, at).await?;
+            // missing, or cut short by a crash: (re)compute the map's pictures up to this one
+            ensure_first_pictures(state, at, rank + 1).await?;
             ProbeSet::read_picture(&path).ok_or_else(|| {
                 AppError::internal(format!("{} is still not a whole PNG", path.display()))
             })?

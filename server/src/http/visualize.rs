@@ -108,16 +108,23 @@ async fn visualize(
         value: choice.value,
         map_shape: [h, w],
         receptive_field: pixel_box(views::unit_box(&state.model, at.layer, choice.unit)),
-        activation_url: paths::activation(&id, name, at.map),
-        projection_url: paths::projection(&id, name, at.map, mode, unit_xy),
-        patch_url: paths::patch(&id, name, at.map, unit_xy),
+        activation_url: state.url(paths::activation(&id, name, at.map)),
+        projection_url: state.url(paths::projection(&id, name, at.map, mode, unit_xy)),
+        patch_url: state.url(paths::patch(&id, name, at.map, unit_xy)),
         methods: Method::ALL
             .iter()
             .map(|&m| MethodPicture {
                 method: m,
                 title: m.title().into(),
                 about: m.about().into(),
-                url: paths::projection_by(&id, name, at.map, ProjectionMode::Unit, unit_xy, m),
+                url: state.url(paths::projection_by(
+                    &id,
+                    name,
+                    at.map,
+                    ProjectionMode::Unit,
+                    unit_xy,
+                    m,
+                )),
             })
             .collect(),
         image: id,

@@ -118,11 +118,18 @@ impl ProbeSet {
         ends().is_ok_and(|b| zfnet::render::is_whole_png(&b))
     }
 
-    /// The hits of (layer, map) whose patch or reconstruction is not on disk yet (or not whole).
-    pub fn missing_pictures(&self, layer: usize, map: usize) -> zfnet::Result<Vec<Hit>> {
+    /// The hits among the `first` of (layer, map) whose patch or reconstruction is not on disk
+    /// yet (or not whole).
+    pub fn missing_pictures(
+        &self,
+        layer: usize,
+        map: usize,
+        first: usize,
+    ) -> zfnet::Result<Vec<Hit>> {
         Ok(self
             .hits(layer, map)?
             .iter()
+            .take(first)
             .filter(|h| {
                 [Picture::Patch, Picture::Reconstruction]
                     .iter()

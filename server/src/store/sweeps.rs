@@ -57,6 +57,8 @@ pub struct SweepJob {
     pub key: String,
     /// The full id of the image swept.
     pub image: String,
+    /// The model that sweeps it (`None`: the server's default), for the URLs it answers with.
+    pub model: Option<String>,
     pub params: OcclusionParams,
     pub state: watch::Sender<SweepState>,
     pub cancel: AtomicBool,
@@ -81,8 +83,14 @@ impl SweepJob {
             state,
             done,
             total,
-            events_url: paths::sweep_events(&self.image, &self.key),
-            result_url: paths::sweep(&self.image, &self.key),
+            events_url: paths::with_model(
+                &paths::sweep_events(&self.image, &self.key),
+                self.model.as_deref(),
+            ),
+            result_url: paths::with_model(
+                &paths::sweep(&self.image, &self.key),
+                self.model.as_deref(),
+            ),
             token: None,
         }
     }
@@ -148,6 +156,8 @@ pub struct Sweeps {
     pub slots: Arc<Semaphore>,
     /// Sweeps each client address has queued or running.
     per_client: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    /// The model these sweeps are of (`None`: the server's default), for URLs.
+    pub model: Option<String>,
 }
 
 /// One of a client's sweeps, queued or running; dropping it gives the place back.
@@ -176,6 +186,7 @@ impl Default for Sweeps {
             )),
             slots: Arc::new(Semaphore::new(CONCURRENT_SWEEPS)),
             per_client: Default::default(),
+            model: None,
         }
     }
 }
@@ -196,6 +207,20 @@ fn new_token() -> String {
 }
 
 impl Sweeps {
+    /// A table of its own (another model's sweeps) sharing the computing slots and the
+    /// per-client places with this one: a client's limit and "one sweep at a time" hold across
+    /// the server's models.
+    pub fn sharing_places(&self) -> Sweeps {
+        Sweeps {
+            jobs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(KEPT_SWEEPS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            slots: self.slots.clone(),
+            per_client: self.per_client.clone(),
+            model: None,
+        }
+    }
+
     /// A place for one more sweep of `client`, unless it has `max` queued or running already
     /// (then how many it has): one client cannot fill the sweep queue ahead of everyone else.
     pub fn client_place(&self, client: std::net::IpAddr, max: usize) -> Result<ClientPlace, usize> {
@@ -239,6 +264,7 @@ impl Sweeps {
         let job = Arc::new(SweepJob {
             key,
             image: image.to_string(),
+            model: self.model.clone(),
             params,
             state: tx,
             cancel: AtomicBool::new(false),

@@ -176,17 +176,23 @@ pub async fn upload_bytes(
     bytes: Vec<u8>,
     name: &str,
 ) -> zfvis_api::ImageResponse {
+    post_image(client, &format!("{url}/api/images"), bytes, name).await
+}
+
+/// POSTs `bytes` as the multipart field `image` to `url` (any route that takes an upload, with
+/// its query), expecting 200, and decodes the answer.
+pub async fn post_image<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    bytes: Vec<u8>,
+    name: &str,
+) -> T {
     let form = reqwest::multipart::Form::new().part(
         "image",
         reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
     );
-    let resp = client
-        .post(format!("{url}/api/images"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let resp = client.post(url).multipart(form).send().await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK, "{url}");
     resp.json().await.unwrap()
 }
 

@@ -3,14 +3,17 @@
 //! ([`routing`]).
 
 mod analyses;
+mod batching;
 mod check_device;
 mod common;
 mod default_model;
+mod evolution;
 mod faults;
 mod hardening;
 mod http;
 mod import;
 mod index;
+mod models;
 mod occlusion;
 mod probe;
 mod replicas;

@@ -64,6 +64,9 @@ async fn every_rejection_is_json_with_its_status() {
         ),
         ("POST", "/api/predict", 400, "bad_multipart"),
         ("GET", "/api/images/abc/occlusion/k", 404, "sweep_not_found"),
+        ("GET", "/api/model?model=nope", 404, "unknown_model"),
+        ("GET", "/visualize/conv1/0?model=nope", 404, "unknown_model"),
+        ("GET", "/api/model?model=a&model=b", 422, "bad_query"),
     ];
     for (method, uri, status, code) in cases {
         let (got, headers, body) = send(method, uri).await;
@@ -109,6 +112,7 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
     let templates = [
         HEALTH,
         MODEL,
+        MODELS,
         CONV1_FILTERS,
         PREDICT,
         IMAGES,
@@ -128,6 +132,8 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         INVARIANCE,
         CORRESPONDENCE,
         CORRESPONDENCE_PRESET,
+        EVOLUTION,
+        EVOLUTION_PICTURE,
     ];
     for t in templates {
         assert!(
@@ -148,6 +154,9 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         paths::projection_by("ab", "conv2", 3, mode, None, zfvis_api::Method::Guided),
         paths::invariance("ab", true),
         paths::correspondence(),
+        paths::evolution("conv2", 5),
+        paths::evolution_picture("conv2", 5, 10, "patch.png"),
+        paths::with_model(&paths::probe_picture("conv3", 4, 0, "patch.png"), Some("b")),
     ] {
         assert!(
             documented.iter().any(|t| paths::matches(t, &url)),
@@ -161,6 +170,19 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "wait"))
         .expect("wait parameter");
     assert_eq!(wait["in"], "query");
+    // and every operation takes the model to use
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let takes_model = op["parameters"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == "model" && p["in"] == "query")
+            });
+            assert!(
+                takes_model,
+                "{method} {path} has no `model` query parameter"
+            );
+        }
+    }
 }
 
 #[tokio::test]
