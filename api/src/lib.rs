@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 mod analyses;
 mod error;
 mod evolution;
+mod examples;
 pub mod paths;
 
 pub use analyses::{
@@ -17,6 +18,7 @@ pub use analyses::{
 };
 pub use error::{ApiError, ErrorCode};
 pub use evolution::{EvolutionColumn, EvolutionInfo, EvolutionRow};
+pub use examples::{ClassExample, ClassExamples};
 
 /// `GET /api/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

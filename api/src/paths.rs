@@ -23,6 +23,7 @@ pub mod templates {
     pub const VISUALIZE: &str = "/visualize/{layer}/{map}";
     pub const PROBE_PICTURE: &str = "/api/probe/{layer}/{map}/{rank}/{picture}";
     pub const PROBE_IMAGE: &str = "/api/probe/images/{index}";
+    pub const PROBE_EXAMPLES: &str = "/api/probe/examples";
     pub const OCCLUSION: &str = "/api/images/{id}/occlusion";
     pub const SWEEP: &str = "/api/images/{id}/occlusion/{key}";
     pub const SWEEP_EVENTS: &str = "/api/images/{id}/occlusion/{key}/events";

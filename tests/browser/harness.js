@@ -12,15 +12,17 @@ const ARTIFACTS = path.join(ROOT, 'tests', 'artifacts');
 const BIN = process.env.ZFVIS_BIN;
 const WEIGHTS = process.env.ZFVIS_WEIGHTS || path.join(ROOT, 'model-weights', 'zfnet-imagenette.safetensors');
 
-/// Starts the server on `WEIGHTS` plus `extra` arguments; resolves to { child, url } once it
-/// listens (url ends with '/').
-function startServer(extra = []) {
+const DEMO = path.join(ROOT, 'web', 'assets', 'demo');
+
+/// Starts the server on `WEIGHTS` with `probe` as its probe set, plus `extra` arguments;
+/// resolves to { child, url } once it listens (url ends with '/').
+function startServer(extra = [], probe = DEMO) {
   assert.ok(BIN, 'ZFVIS_BIN must point at the zfvis binary');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   return new Promise((resolve, reject) => {
     const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'zfvis-ui-'));
     const child = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--weights', WEIGHTS,
-      '--ui-dir', path.join(ROOT, 'dist'), '--probe', path.join(ROOT, 'web', 'assets', 'demo'),
+      '--ui-dir', path.join(ROOT, 'dist'), '--probe', probe,
       '--cache-dir', cache, ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
     const timer = setTimeout(() => reject(new Error('zfvis did not start in 60 s')), 60000);
     child.on('exit', code => reject(new Error(`zfvis exited with ${code}`)));
@@ -63,4 +65,4 @@ async function assertAccessible(page, what) {
   assert.deepEqual(bad, [], `${what}: accessibility violations`);
 }
 
-module.exports = { ROOT, ARTIFACTS, WEIGHTS, startServer, waitForIndex, launch, assertAccessible };
+module.exports = { ROOT, ARTIFACTS, WEIGHTS, DEMO, startServer, waitForIndex, launch, assertAccessible };

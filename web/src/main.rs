@@ -5,6 +5,7 @@ mod api;
 mod chart;
 mod correspondence;
 mod evolution;
+mod examples;
 mod explorer;
 mod models;
 mod occlusion;
@@ -168,6 +169,7 @@ fn App() -> impl IntoView {
         <main class="layout">
             <section class="panel">
                 <UploadPanel on_upload=on_upload />
+                <examples::ClassPhotos />
             </section>
             <section class="panel">
                 {move || match preview.get() {

@@ -7,6 +7,7 @@
 pub mod analyses;
 pub mod conn;
 pub mod evolution;
+pub mod examples;
 pub mod extract;
 pub mod guard;
 pub mod images;

@@ -21,7 +21,8 @@ use zfvis_api::{
 pub fn router() -> ApiRouter {
     ApiRouter::new()
         .routes(routes!(probe_picture))
-        .routes(routes!(open_probe_image))
+        .routes(routes!(open_probe_image, super::examples::probe_image_file))
+        .routes(routes!(super::examples::class_examples))
 }
 
 /// Makes sure every hit of the map has its patch and reconstruction on disk, computing the
@@ -221,22 +222,10 @@ async fn open_probe_image(
     P(index): P<usize>,
 ) -> Result<Json<ImageResponse>, AppError> {
     let probes = state.probes()?;
-    let image = probes.index.images.get(index).ok_or_else(|| {
-        AppError::new(
-            ErrorCode::ImageNotFound,
-            format!(
-                "the probe set has {} images; there is no {index}",
-                probes.index.images.len()
-            ),
-        )
-    })?;
-    let path = probes.root.join(&image.path);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| AppError::internal(format!("reading {}: {e}", path.display())))?;
+    let (path, bytes) = super::examples::probe_file(&probes, index, usize::MAX).await?;
     let source = match probes.labels.get(index).cloned().flatten() {
-        Some(label) => format!("probe image {} (class: {label})", image.path),
-        None => format!("probe image {}", image.path),
+        Some(label) => format!("probe image {path} (class: {label})"),
+        None => format!("probe image {path}"),
     };
     Ok(Json(store_image(&state, bytes, Some(source)).await?))
 }

@@ -8,6 +8,7 @@ mod check_device;
 mod common;
 mod default_model;
 mod evolution;
+mod examples;
 mod faults;
 mod hardening;
 mod http;

@@ -125,6 +125,7 @@ async fn the_openapi_document_lists_every_route_and_url_builder() {
         VISUALIZE,
         PROBE_PICTURE,
         PROBE_IMAGE,
+        PROBE_EXAMPLES,
         OCCLUSION,
         SWEEP,
         SWEEP_EVENTS,
