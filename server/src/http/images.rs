@@ -79,15 +79,21 @@ pub async fn store_image(
     });
     let response = image.response.clone();
     state.images.insert(response.id.clone(), image.clone());
+    keep(state, image).await;
+    Ok(response)
+}
+
+/// Keeps an upload on disk (off the async threads). A failure is logged: the image still works
+/// while its trace is in memory.
+async fn keep(state: &Arc<AppState>, image: Arc<StoredImage>) {
     let keeper = state.clone();
+    let id = image.response.id.clone();
     let kept =
         tokio::task::spawn_blocking(move || keeper.uploads.save(&image.crop, &image.response))
             .await;
     if let Ok(Err(e)) | Err(e) = kept.map_err(|e| zfnet::Error::Config(e.to_string())) {
-        // the image still works while its trace is in memory
-        tracing::warn!("keeping upload {}: {e}", response.id);
+        tracing::warn!("keeping upload {id}: {e}");
     }
-    Ok(response)
 }
 
 /// The whole trace of `input`, batched with other uploads and predictions waiting.
@@ -165,13 +171,7 @@ async fn restore(state: &Arc<AppState>, id: &str) -> Result<Option<Arc<StoredIma
     });
     state.images.insert(id.to_string(), image.clone());
     if !own {
-        let keeper = (state.clone(), image.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = keeper.0.uploads.save(&keeper.1.crop, &keeper.1.response) {
-                tracing::warn!("keeping upload {}: {e}", keeper.1.response.id);
-            }
-        })
-        .await;
+        keep(state, image.clone()).await;
     }
     Ok(Some(image))
 }
