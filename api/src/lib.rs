@@ -82,6 +82,9 @@ pub struct ModelInfo {
     pub weights_sha256: String,
     pub parameters: u64,
     pub input_size: u32,
+    /// The input convention (from the model's manifest).
+    #[serde(default)]
+    pub input: Option<InputInfo>,
     pub layers: Vec<LayerInfo>,
     pub classes: Vec<ClassInfo>,
     /// The accuracy recorded in the manifest by `zfvis eval --record`, if any.
@@ -197,6 +200,33 @@ pub struct LayerInfo {
     pub pooled_shape: Option<Vec<usize>>,
     /// Whether local response normalisation follows the ReLU.
     pub lrn: bool,
+    /// The max pool that follows, if one does.
+    #[serde(default)]
+    pub pool: Option<PoolInfo>,
+}
+
+/// A max pool's window: `kernel`×`kernel` moved by `stride`, the last partial window kept
+/// (`ceil`, pytorchcv's) or dropped (floor, torchvision's and Caffe's).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolInfo {
+    pub kernel: u32,
+    pub stride: u32,
+    pub ceil: bool,
+}
+
+/// How an image is fed to the model: resize the shorter side to `resize`, centre-crop `crop`,
+/// channels in `channel_order` (`"rgb"` or `"bgr"`) scaled to `0…pixel_scale`, less `mean`,
+/// over `std` (both in that order).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InputInfo {
+    pub resize: u32,
+    pub crop: u32,
+    pub channel_order: String,
+    pub pixel_scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

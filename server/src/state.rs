@@ -8,7 +8,9 @@ use crate::store::sweeps::Sweeps;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use zfnet::LoadedModel;
-use zfvis_api::{Accuracy, ClassInfo, ErrorCode, LayerInfo, LayerKind, ModelInfo};
+use zfvis_api::{
+    Accuracy, ClassInfo, ErrorCode, InputInfo, LayerInfo, LayerKind, ModelInfo, PoolInfo,
+};
 
 /// Limits on what one client can make the server do.
 #[derive(Debug, Clone)]
@@ -339,7 +341,7 @@ pub fn model_id_from(name: &str) -> String {
 
 fn model_info(model: &LoadedModel) -> ModelInfo {
     let net = &model.net;
-    let sizes = zfnet::arch::spatial_sizes(net.arch);
+    let sizes = net.layout.spatial_sizes();
     let mut layers: Vec<LayerInfo> = net
         .convs
         .iter()
@@ -353,7 +355,12 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
             stride: Some(conv.spec.stride as u32),
             padding: Some(conv.spec.padding as u32),
             pooled_shape: pooled.map(|p| vec![conv.out_channels(), p, p]),
-            lrn: conv.spec.lrn,
+            lrn: conv.spec.lrn.is_some(),
+            pool: conv.spec.pool.map(|p| PoolInfo {
+                kernel: p.kernel as u32,
+                stride: p.stride as u32,
+                ceil: p.ceil_mode,
+            }),
         })
         .collect();
     for (name, fc) in zfnet::model::FC_NAMES.iter().zip(&net.fcs) {
@@ -366,6 +373,7 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
             padding: None,
             pooled_shape: None,
             lrn: false,
+            pool: None,
         });
     }
     let m = &model.manifest;
@@ -379,6 +387,17 @@ fn model_info(model: &LoadedModel) -> ModelInfo {
         weights_sha256: model.weights_sha256.clone(),
         parameters: net.parameter_count(),
         input_size: zfnet::arch::INPUT_SIZE as u32,
+        input: Some(InputInfo {
+            resize: m.preprocess.resize,
+            crop: m.preprocess.crop,
+            channel_order: match m.preprocess.channel_order {
+                zfnet::manifest::ChannelOrder::Rgb => "rgb".into(),
+                zfnet::manifest::ChannelOrder::Bgr => "bgr".into(),
+            },
+            pixel_scale: m.preprocess.pixel_scale,
+            mean: m.preprocess.mean,
+            std: m.preprocess.std,
+        }),
         layers,
         evolution: None,
         conv1: zfnet::filter_stats::filter_stats(&net.convs[0].weight)

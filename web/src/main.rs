@@ -226,17 +226,72 @@ fn ModelBadge(info: ModelInfo) -> impl IntoView {
             a.images
         )
     });
+    let layers = architecture_lines(&info);
     view! {
         <span class="model" title=info.provenance.clone()>
             {info.name.clone()} " · " {info.architecture.clone()} " · " {params}
             <span id="accuracy">{accuracy}</span>
         </span>
+        <details class="architecture" id="architecture">
+            <summary>"layers"</summary>
+            <ol>{layers.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ol>
+        </details>
         {(!info.trained).then(|| view! {
             <span class="untrained" id="untrained" title=info.provenance.clone()>
                 "UNTRAINED model: random weights, predictions mean nothing"
             </span>
         })}
     }
+}
+
+/// One line per layer as the model's manifest has it (an imported graph brings its own
+/// kernels, pools and input convention), the input first.
+fn architecture_lines(info: &ModelInfo) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(i) = &info.input {
+        let scale = if i.pixel_scale == 1.0 {
+            "0–1".to_string()
+        } else {
+            format!("0–{}", i.pixel_scale)
+        };
+        lines.push(format!(
+            "input: resize {}, crop {}, {} {scale}, mean {:?}, std {:?}",
+            i.resize,
+            i.crop,
+            i.channel_order.to_uppercase(),
+            i.mean,
+            i.std
+        ));
+    }
+    for l in &info.layers {
+        let shape = l
+            .output_shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×");
+        let mut line = match (l.kernel, l.stride, l.padding) {
+            (Some(k), Some(s), Some(p)) => format!("{}: {k}×{k}/{s} pad {p} → {shape}", l.name),
+            _ => format!("{}: → {shape}", l.name),
+        };
+        if l.lrn {
+            line.push_str(" → LRN");
+        }
+        if let (Some(p), Some(out)) = (l.pool, &l.pooled_shape) {
+            let out = out
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×");
+            let mode = if p.ceil { "ceil" } else { "floor" };
+            line.push_str(&format!(
+                " → max pool {}×{}/{} {mode} → {out}",
+                p.kernel, p.kernel, p.stride
+            ));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 #[component]

@@ -123,16 +123,16 @@ fn main() -> anyhow::Result<()> {
                 net.convs[i].forward(input).expect("conv");
             }) / n as f64;
             let act = net.convs[i].forward(input)?;
-            let lrn_ms = if net.convs[i].spec.lrn {
+            let lrn_ms = if let Some(params) = net.convs[i].spec.lrn {
                 median_ms(runs, || {
-                    zfnet::ops::lrn::lrn(&act, net.lrn).expect("lrn");
+                    zfnet::ops::lrn::lrn(&act, params).expect("lrn");
                 }) / n as f64
             } else {
                 0.0
             };
-            let pool_ms = if net.convs[i].spec.pool {
+            let pool_ms = if let Some(pool) = net.convs[i].spec.pool {
                 median_ms(runs, || {
-                    zfnet::ops::maxpool::max_pool_with_switches(&act, net.pool).expect("pool");
+                    zfnet::ops::maxpool::max_pool_with_switches(&act, pool).expect("pool");
                 }) / n as f64
             } else {
                 0.0

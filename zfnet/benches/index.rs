@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
         net: zfnet::ZfNet::from_tensors(arch, tensors, &device)?,
         manifest: Manifest {
             format: 1,
+            layers: None,
+            channels: None,
             name: "bench".into(),
             architecture: arch,
             fc_width: 1024,

@@ -6,7 +6,14 @@
 //! has no LRN, pools in floor mode and pads conv1 by 2 (its adaptive 6×6 average pool is the
 //! identity at 224 px). Channel widths and the fc width come from the weights, so narrower
 //! variants (test fixtures) and wider ones (pytorchcv's zfnetb) take the same path.
+//!
+//! A [`Layout`] is the exact geometry: per conv layer its kernel, stride, padding, its LRN
+//! parameters and its pool (size, stride, ceil or floor), if any. The three families above have
+//! preset layouts; an imported graph (ONNX) brings its own, recorded in the model's manifest,
+//! and the forward pass, the deconvnet, occlusion and receptive fields all follow it.
 
+use crate::ops::lrn::LrnParams;
+use crate::ops::maxpool::Pool2d;
 use serde::{Deserialize, Serialize};
 
 /// Input side length in pixels (square RGB).
@@ -24,14 +31,18 @@ pub enum Architecture {
     AlexnetTorchvision,
 }
 
-/// One conv layer's geometry and what follows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One conv layer's geometry and what follows it: conv → ReLU → LRN? → max pool?.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ConvSpec {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
-    pub lrn: bool,
-    pub pool: bool,
+    /// Cross-channel LRN after the ReLU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lrn: Option<LrnParams>,
+    /// Max pool after the ReLU (and LRN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Pool2d>,
 }
 
 const fn conv(kernel: usize, stride: usize, padding: usize, lrn: bool, pool: bool) -> ConvSpec {
@@ -39,14 +50,59 @@ const fn conv(kernel: usize, stride: usize, padding: usize, lrn: bool, pool: boo
         kernel,
         stride,
         padding,
-        lrn,
-        pool,
+        lrn: if lrn { Some(LrnParams::ZFNET) } else { None },
+        pool: if pool {
+            Some(Pool2d::OVERLAPPING_CEIL)
+        } else {
+            None
+        },
+    }
+}
+
+/// A network's exact geometry: its family (for names) and each conv layer's spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    pub family: Architecture,
+    pub convs: [ConvSpec; 5],
+}
+
+impl From<Architecture> for Layout {
+    fn from(family: Architecture) -> Layout {
+        Layout {
+            family,
+            convs: family.conv_specs(),
+        }
+    }
+}
+
+impl Layout {
+    /// Spatial side lengths through the conv stack: `(conv output, pooled output)` per layer.
+    pub fn spatial_sizes(&self) -> [(usize, Option<usize>); 5] {
+        let mut side = INPUT_SIZE;
+        self.convs.map(|spec| {
+            let out = spec.output_len(side);
+            let pooled = spec.pool.map(|p| p.output_len(out));
+            side = pooled.unwrap_or(out);
+            (out, pooled)
+        })
+    }
+
+    /// Side length of conv5's output (pooled if it is pooled): fc6 reads `channels × side²`.
+    pub fn last_side(&self) -> usize {
+        let (out, pooled) = self.spatial_sizes()[4];
+        pooled.unwrap_or(out)
+    }
+
+    /// Whether this is its family's preset (nothing to record beyond the family's name).
+    pub fn is_preset(&self) -> bool {
+        self.convs == self.family.conv_specs()
     }
 }
 
 impl Architecture {
     pub fn conv_specs(self) -> [ConvSpec; 5] {
-        match self {
+        let pool = self.pool();
+        let specs = match self {
             Architecture::Zfnet => [
                 conv(7, 2, 1, true, true),
                 conv(5, 2, 0, true, true),
@@ -68,7 +124,11 @@ impl Architecture {
                 conv(3, 1, 1, false, false),
                 conv(3, 1, 1, false, true),
             ],
-        }
+        };
+        specs.map(|s| ConvSpec {
+            pool: s.pool.map(|_| pool),
+            ..s
+        })
     }
 
     /// The max pool after conv1, conv2 and conv5: 3×3/2, ceil mode except torchvision's.
@@ -94,38 +154,34 @@ impl Architecture {
 }
 
 impl ConvSpec {
+    /// Output length along one axis (0 when the kernel does not fit).
     pub fn output_len(&self, len: usize) -> usize {
-        (len + 2 * self.padding - self.kernel) / self.stride + 1
+        (len + 2 * self.padding)
+            .checked_sub(self.kernel)
+            .map_or(0, |n| n / self.stride + 1)
     }
 }
 
 /// Spatial side lengths through the conv stack: `(conv output, pooled output)` per layer.
-pub fn spatial_sizes(arch: Architecture) -> [(usize, Option<usize>); 5] {
-    let pool = arch.pool();
-    let mut side = INPUT_SIZE;
-    arch.conv_specs().map(|spec| {
-        let out = spec.output_len(side);
-        let pooled = spec.pool.then(|| pool.output_len(out));
-        side = pooled.unwrap_or(out);
-        (out, pooled)
-    })
+pub fn spatial_sizes(layout: &Layout) -> [(usize, Option<usize>); 5] {
+    layout.spatial_sizes()
 }
 
 /// Parameter count of a network with these widths.
 pub fn parameter_count(
-    arch: Architecture,
+    layout: &Layout,
     channels: [usize; 5],
     fc_width: usize,
     classes: usize,
 ) -> u64 {
-    let specs = arch.conv_specs();
+    let specs = layout.convs;
     let mut total = 0usize;
     let mut in_ch = 3;
     for (spec, &out_ch) in specs.iter().zip(&channels) {
         total += out_ch * in_ch * spec.kernel * spec.kernel + out_ch;
         in_ch = out_ch;
     }
-    let side = spatial_sizes(arch)[4].1.unwrap_or(0);
+    let side = layout.last_side();
     let flat = channels[4] * side * side;
     total += flat * fc_width + fc_width;
     total += fc_width * fc_width + fc_width;
@@ -139,7 +195,7 @@ mod tests {
 
     #[test]
     fn zfnet_spatial_sizes_match_the_paper() {
-        let sizes = spatial_sizes(Architecture::Zfnet);
+        let sizes = spatial_sizes(&Architecture::Zfnet.into());
         assert_eq!(
             sizes,
             [
@@ -154,7 +210,7 @@ mod tests {
 
     #[test]
     fn alexnet_spatial_sizes() {
-        let sizes = spatial_sizes(Architecture::Alexnet);
+        let sizes = spatial_sizes(&Architecture::Alexnet.into());
         assert_eq!(
             sizes,
             [
@@ -171,7 +227,7 @@ mod tests {
     fn zfnet_has_the_papers_parameter_count() {
         let ch = Architecture::Zfnet.paper_channels();
         assert_eq!(
-            parameter_count(Architecture::Zfnet, ch, 4096, 1000),
+            parameter_count(&Architecture::Zfnet.into(), ch, 4096, 1000),
             62_357_608
         );
     }

@@ -188,8 +188,10 @@ pub fn backproject(
             if let Some(pooled) = &below.pooled {
                 signal = max_unpool(&signal, &pooled.switches, pooled.input_hw)?;
             }
-            if let (Some(_), Rule::Gradient | Rule::Guided) = (&below.normalized, rule) {
-                signal = lrn_backward(&below.activation, &signal, net.lrn)?;
+            if let (Some(_), Some(params), Rule::Gradient | Rule::Guided) =
+                (&below.normalized, net.convs[i - 1].spec.lrn, rule)
+            {
+                signal = lrn_backward(&below.activation, &signal, params)?;
             }
         }
     }

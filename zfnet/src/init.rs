@@ -77,7 +77,7 @@ pub fn random_tensors_with(
         );
         in_ch = out_ch;
     }
-    let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
+    let side = crate::arch::Layout::from(arch).last_side();
     let dims = [in_ch * side * side, fc_width, fc_width, classes];
     for (i, name) in FC_NAMES.iter().enumerate() {
         let (fan_in, fan_out) = (dims[i], dims[i + 1]);
@@ -115,6 +115,8 @@ pub fn write_placeholder(path: &Path, seed: u64) -> Result<bool> {
     )?;
     let manifest = Manifest {
         format: 1,
+        layers: None,
+        channels: None,
         name: "zfnet-imagenette-untrained".into(),
         architecture: arch,
         fc_width: DEFAULT_FC_WIDTH,

@@ -1,7 +1,7 @@
 //! The model manifest: a JSON file beside the safetensors weights (`X.safetensors` ↔ `X.json`)
 //! saying what the weights are, what the classes are called and how to feed the network.
 
-use crate::arch::Architecture;
+use crate::arch::{Architecture, ConvSpec, Layout};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -12,6 +12,13 @@ pub struct Manifest {
     pub format: u32,
     pub name: String,
     pub architecture: Architecture,
+    /// Each conv layer's geometry (kernel, stride, padding, LRN, pool) when it is not the
+    /// family's preset: an imported graph's own ([`Manifest::layout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<[ConvSpec; 5]>,
+    /// conv1…conv5 widths, checked against the weights when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<[usize; 5]>,
     /// Width of fc6 and fc7 (4096 in the paper).
     pub fc_width: usize,
     /// Output classes in logit order.
@@ -55,13 +62,43 @@ pub struct ClassAccuracy {
     pub mistaken_for: Option<(String, usize)>,
 }
 
-/// Resize the shorter side, centre-crop, scale to [0, 1], subtract mean and divide by std (RGB).
+/// Resize the shorter side, centre-crop, scale each pixel to `[0, pixel_scale]`, subtract mean
+/// and divide by std, channels in `channel_order` (mean and std are in that order and scale).
+/// PyTorch models: RGB, scale 1, ImageNet statistics; Caffe-born ones (the ONNX zoo's): BGR,
+/// scale 255, mean pixel subtracted, std 1.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Preprocess {
     pub resize: u32,
     pub crop: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    #[serde(default, skip_serializing_if = "ChannelOrder::is_rgb")]
+    pub channel_order: ChannelOrder,
+    #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
+    pub pixel_scale: f32,
+}
+
+/// The order of the colour channels the network reads.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+impl ChannelOrder {
+    fn is_rgb(&self) -> bool {
+        *self == ChannelOrder::Rgb
+    }
+}
+
+fn unit_scale() -> f32 {
+    1.0
+}
+
+fn is_unit_scale(s: &f32) -> bool {
+    *s == 1.0
 }
 
 impl Preprocess {
@@ -72,7 +109,54 @@ impl Preprocess {
             crop: 224,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            channel_order: ChannelOrder::Rgb,
+            pixel_scale: 1.0,
         }
+    }
+
+    /// Caffe's convention (the ONNX zoo's ZFNet-512 and BVLC AlexNet): BGR, 0–255, the ImageNet
+    /// mean pixel subtracted (B 104, G 117, R 123), no division.
+    pub fn caffe() -> Self {
+        Preprocess {
+            resize: 256,
+            crop: 224,
+            mean: [104.0, 117.0, 123.0],
+            std: [1.0, 1.0, 1.0],
+            channel_order: ChannelOrder::Bgr,
+            pixel_scale: 255.0,
+        }
+    }
+
+    /// The RGB channel (0 red, 1 green, 2 blue) that network input channel `c` reads.
+    pub fn source_channel(&self, c: usize) -> usize {
+        match self.channel_order {
+            ChannelOrder::Rgb => c,
+            ChannelOrder::Bgr => 2 - c,
+        }
+    }
+
+    /// Puts `[…, 3, plane]` data (projections, conv1 filters) from the network's channel order
+    /// into RGB for display.
+    pub fn to_rgb_order(&self, data: &mut [f32], plane: usize) {
+        if self.channel_order == ChannelOrder::Bgr && plane > 0 {
+            for group in data.chunks_exact_mut(3 * plane) {
+                let (first, rest) = group.split_at_mut(plane);
+                first.swap_with_slice(&mut rest[plane..]);
+            }
+        }
+    }
+
+    /// Network input channel `c` of a pixel whose RGB bytes are `rgb`.
+    #[inline]
+    pub fn normalize(&self, c: usize, rgb: [u8; 3]) -> f32 {
+        let v = rgb[self.source_channel(c)] as f32 / 255.0 * self.pixel_scale;
+        (v - self.mean[c]) / self.std[c]
+    }
+
+    /// The 0–255 intensity (unclamped) that network input channel `c` value `value` stands for.
+    #[inline]
+    pub fn denormalize(&self, c: usize, value: f32) -> f32 {
+        (value * self.std[c] + self.mean[c]) / self.pixel_scale * 255.0
     }
 }
 
@@ -211,6 +295,25 @@ impl Manifest {
         crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
     }
 
+    /// The network's geometry: the recorded layers, else the family's preset.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            family: self.architecture,
+            convs: self.layers.unwrap_or(self.architecture.conv_specs()),
+        }
+    }
+
+    /// Fails when recorded conv widths differ from the weights'.
+    pub fn check_channels(&self, weights: &[usize; 5], path: &Path) -> Result<()> {
+        match self.channels {
+            Some(want) if want != *weights => Err(Error::Weights(format!(
+                "{}: the conv layers are {weights:?} wide but the manifest says {want:?}",
+                path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         if self.format != 1 {
             return Err(format!("unsupported manifest format {}", self.format));
@@ -233,6 +336,36 @@ impl Manifest {
         }
         if self.preprocess.std.iter().any(|s| *s <= 0.0) {
             return Err("std must be positive".into());
+        }
+        if !(self.preprocess.pixel_scale > 0.0 && self.preprocess.pixel_scale.is_finite()) {
+            return Err("pixel_scale must be positive".into());
+        }
+        let layout = self.layout();
+        for (i, spec) in layout.convs.iter().enumerate() {
+            if spec.kernel == 0 || spec.stride == 0 {
+                return Err(format!("conv{}: kernel and stride must be positive", i + 1));
+            }
+            if spec.pool.is_some_and(|p| p.kernel == 0 || p.stride == 0) {
+                return Err(format!(
+                    "conv{}: pool size and stride must be positive",
+                    i + 1
+                ));
+            }
+            if spec.lrn.is_some_and(|l| l.size == 0) {
+                return Err(format!("conv{}: LRN size must be positive", i + 1));
+            }
+        }
+        if layout
+            .spatial_sizes()
+            .iter()
+            .any(|(o, p)| *o == 0 || *p == Some(0))
+        {
+            return Err(format!(
+                "the layers leave nothing of a {}×{} input: {:?}",
+                crate::arch::INPUT_SIZE,
+                crate::arch::INPUT_SIZE,
+                layout.spatial_sizes()
+            ));
         }
         Ok(())
     }

@@ -13,10 +13,10 @@
 //! Weight names: `conv{1..5}.{weight,bias}` (PyTorch `[out, in, kh, kw]`), `fc{6,7,8}.{weight,bias}`
 //! (`[out, in]`). Widths are read from the tensors, so narrower test fixtures run the same code.
 
-use crate::arch::{Architecture, ConvSpec};
+use crate::arch::{Architecture, ConvSpec, Layout};
 use crate::manifest::{manifest_path, Manifest};
-use crate::ops::lrn::{lrn, LrnParams};
-use crate::ops::maxpool::{max_pool_with_switches, Pool2d, Pooled};
+use crate::ops::lrn::lrn;
+use crate::ops::maxpool::{max_pool_with_switches, Pooled};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
@@ -125,11 +125,11 @@ impl Trace {
 
 #[derive(Debug, Clone)]
 pub struct ZfNet {
+    /// The family (for names); `layout` has the exact geometry.
     pub arch: Architecture,
+    pub layout: Layout,
     pub convs: Vec<Conv>,
     pub fcs: Vec<Linear>,
-    pub lrn: LrnParams,
-    pub pool: Pool2d,
     device: Device,
 }
 
@@ -152,7 +152,8 @@ impl LoadedModel {
         let weights_sha256 = hex::encode(Sha256::digest(&bytes));
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)
             .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
-        let net = ZfNet::from_tensors(manifest.architecture, tensors, device)?;
+        let net = ZfNet::from_tensors(manifest.layout(), tensors, device)?;
+        manifest.check_channels(&net.channels(), path)?;
         if !net.has_head() {
             // a conv-stack-only snapshot (Fig. 4): features, no classifier to check
             return Ok(LoadedModel {
@@ -190,10 +191,12 @@ impl ZfNet {
     /// Without any fc tensor it is a conv stack only (a training snapshot kept for its features,
     /// the paper's Fig. 4): projections and top-k work, the classifier head does not.
     pub fn from_tensors(
-        arch: Architecture,
+        layout: impl Into<Layout>,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<ZfNet> {
+        let layout = layout.into();
+        let arch = layout.family;
         let conv_only = FC_NAMES
             .iter()
             .all(|n| !tensors.contains_key(&format!("{n}.weight")));
@@ -205,7 +208,7 @@ impl ZfNet {
         };
         let mut convs = Vec::with_capacity(5);
         let mut in_ch = 3;
-        for (name, spec) in CONV_NAMES.iter().zip(arch.conv_specs()) {
+        for (name, spec) in CONV_NAMES.iter().zip(layout.convs) {
             let weight = take(&format!("{name}.weight"))?;
             let bias = take(&format!("{name}.bias"))?;
             let (out_ch, w_in, kh, kw) = weight.dims4()?;
@@ -226,7 +229,7 @@ impl ZfNet {
             convs.push(Conv { weight, bias, spec });
             in_ch = out_ch;
         }
-        let side = crate::arch::spatial_sizes(arch)[4].1.unwrap_or(0);
+        let side = layout.last_side();
         let mut in_features = in_ch * side * side;
         let mut fcs = Vec::with_capacity(3);
         for name in FC_NAMES.iter().filter(|_| !conv_only) {
@@ -248,10 +251,9 @@ impl ZfNet {
         }
         Ok(ZfNet {
             arch,
+            layout,
             convs,
             fcs,
-            lrn: LrnParams::ZFNET,
-            pool: arch.pool(),
             device: device.clone(),
         })
     }
@@ -281,7 +283,7 @@ impl ZfNet {
 
     pub fn parameter_count(&self) -> u64 {
         crate::arch::parameter_count(
-            self.arch,
+            &self.layout,
             self.channels(),
             self.fc_width(),
             self.num_classes(),
@@ -297,7 +299,7 @@ impl ZfNet {
         } else {
             self.convs[index - 1].out_channels()
         };
-        let side = crate::arch::spatial_sizes(self.arch)[index].0;
+        let side = self.layout.spatial_sizes()[index].0;
         let macs =
             self.convs[index].out_channels() * c_in * spec.kernel * spec.kernel * side * side;
         2 * macs as u64
@@ -318,18 +320,16 @@ impl ZfNet {
     pub fn conv_layer(&self, index: usize, x: &Tensor) -> Result<ConvTrace> {
         let conv = &self.convs[index];
         let activation = conv.forward(x)?;
-        let normalized = if conv.spec.lrn {
-            Some(lrn(&activation, self.lrn)?)
-        } else {
-            None
+        let normalized = match conv.spec.lrn {
+            Some(params) => Some(lrn(&activation, params)?),
+            None => None,
         };
-        let pooled = if conv.spec.pool {
-            Some(max_pool_with_switches(
+        let pooled = match conv.spec.pool {
+            Some(pool) => Some(max_pool_with_switches(
                 normalized.as_ref().unwrap_or(&activation),
-                self.pool,
-            )?)
-        } else {
-            None
+                pool,
+            )?),
+            None => None,
         };
         Ok(ConvTrace {
             activation,

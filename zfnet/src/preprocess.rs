@@ -159,7 +159,7 @@ pub fn normalise(crop: &RgbImage, p: &Preprocess) -> Vec<f32> {
     let mut out = vec![0f32; 3 * plane];
     for (i, px) in crop.pixels().enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (px.0[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+            out[c * plane + i] = p.normalize(c, px.0);
         }
     }
     out
@@ -202,9 +202,7 @@ pub fn prepare(bytes: &[u8], p: &Preprocess) -> Result<Prepared, ImageError> {
 
 /// Inverse of [`normalise`] for one pixel channel value, clamped to a byte.
 pub fn denormalise(value: f32, channel: usize, p: &Preprocess) -> u8 {
-    ((value * p.std[channel] + p.mean[channel]) * 255.0)
-        .round()
-        .clamp(0.0, 255.0) as u8
+    p.denormalize(channel, value).round().clamp(0.0, 255.0) as u8
 }
 
 #[cfg(test)]

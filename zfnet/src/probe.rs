@@ -171,7 +171,7 @@ pub fn check_bounds(index: &ProbeIndex, net: &crate::ZfNet) -> Result<()> {
             net.convs.len()
         ));
     }
-    let sizes = crate::arch::spatial_sizes(net.arch);
+    let sizes = net.layout.spatial_sizes();
     for (l, (layer, conv)) in index.layers.iter().zip(&net.convs).enumerate() {
         let side = sizes[l].0;
         if layer.hits.len() != conv.out_channels() {
@@ -292,11 +292,15 @@ pub fn hit_pictures(
         map,
         &crate::deconv::Selection::Units(units),
     )?;
-    let data = projection
+    let mut data = projection
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1::<f32>()?;
-    let rf = crate::receptive::receptive_field(model.net.arch, layer);
+    model
+        .manifest
+        .preprocess
+        .to_rgb_order(&mut data, side * side);
+    let rf = crate::receptive::receptive_field(&model.net.layout, layer);
     let plane = 3 * side * side;
     Ok(hits
         .iter()

@@ -6,7 +6,7 @@
 //! columns), clipped to the image. For ZFNet: conv1 7 px (jump 2), conv2 27 (8), conv3 75 (16),
 //! conv4 107 (16), conv5 139 (16).
 
-use crate::arch::{Architecture, INPUT_SIZE};
+use crate::arch::{Layout, INPUT_SIZE};
 
 /// Receptive-field geometry of one layer's units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,20 +29,19 @@ pub struct PixelBox {
 }
 
 /// Receptive field of the rectified output of conv layer `layer` (0-based).
-pub fn receptive_field(arch: Architecture, layer: usize) -> ReceptiveField {
-    let pool = arch.pool();
+pub fn receptive_field(layout: &Layout, layer: usize) -> ReceptiveField {
     let mut rf = ReceptiveField {
         size: 1,
         jump: 1,
         offset: 0,
     };
-    for (i, spec) in arch.conv_specs().iter().enumerate().take(layer + 1) {
+    for (i, spec) in layout.convs.iter().enumerate().take(layer + 1) {
         rf = ReceptiveField {
             size: rf.size + (spec.kernel as i64 - 1) * rf.jump,
             offset: rf.offset - spec.padding as i64 * rf.jump,
             jump: rf.jump * spec.stride as i64,
         };
-        if spec.pool && i < layer {
+        if let (Some(pool), true) = (spec.pool, i < layer) {
             rf = ReceptiveField {
                 size: rf.size + (pool.kernel as i64 - 1) * rf.jump,
                 offset: rf.offset,
@@ -75,7 +74,7 @@ mod tests {
     #[test]
     fn zfnet_receptive_fields() {
         let sizes: Vec<_> = (0..5)
-            .map(|l| receptive_field(Architecture::Zfnet, l))
+            .map(|l| receptive_field(&crate::arch::Architecture::Zfnet.into(), l))
             .collect();
         assert_eq!(
             sizes.iter().map(|r| r.size).collect::<Vec<_>>(),

@@ -161,7 +161,7 @@ pub fn choose_unit(
 
 /// Input pixels under a unit's receptive field.
 pub fn unit_box(model: &LoadedModel, layer: usize, unit: (usize, usize)) -> PixelBox {
-    receptive_field(model.net.arch, layer).unit_box(unit.0, unit.1)
+    receptive_field(&model.net.layout, layer).unit_box(unit.0, unit.1)
 }
 
 /// The activation map as a viridis heatmap, one pixel per unit: 0 → the map's own maximum, or with
@@ -209,10 +209,14 @@ pub fn projection_image(
     };
     let projection = backproject(&model.net, trace, layer, map, &selection, rule)?;
     let side = projection.dim(3)?;
-    let data = projection
+    let mut data = projection
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1::<f32>()?;
+    model
+        .manifest
+        .preprocess
+        .to_rgb_order(&mut data, side * side);
     let region = match crop {
         Some(u) => unit_box(model, layer, u),
         None => crate::render::whole(side),
@@ -239,7 +243,8 @@ pub fn conv1_filter_grid(model: &LoadedModel) -> Result<RgbImage> {
             "conv1 takes {c} input channels, not RGB"
         )));
     }
-    let data = w.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let mut data = w.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    model.manifest.preprocess.to_rgb_order(&mut data, k * k);
     Ok(crate::render::filter_grid(&data, n, k, 12, 8))
 }
 

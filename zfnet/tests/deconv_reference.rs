@@ -314,11 +314,11 @@ fn the_gradient_rule_equals_autograd() {
         for (i, conv) in net.convs.iter().enumerate().take(layer + 1) {
             h = conv.forward(&h).unwrap();
             if i < layer {
-                if conv.spec.lrn {
-                    h = zfnet::ops::lrn::lrn(&h, net.lrn).unwrap();
+                if let Some(params) = conv.spec.lrn {
+                    h = zfnet::ops::lrn::lrn(&h, params).unwrap();
                 }
-                if conv.spec.pool {
-                    h = zfnet::ops::maxpool::max_pool(&h, net.pool).unwrap();
+                if let Some(pool) = conv.spec.pool {
+                    h = zfnet::ops::maxpool::max_pool(&h, pool).unwrap();
                 }
             }
         }

@@ -300,7 +300,7 @@ fn torchvision_alexnet_imports_and_matches_pytorch_at_every_layer() -> anyhow::R
     }
     eprintln!("torchvision AlexNet: {}", report.join(", "));
     // the receptive field follows its conv1 padding of 2
-    let rf = zfnet::receptive::receptive_field(Architecture::AlexnetTorchvision, 0);
+    let rf = zfnet::receptive::receptive_field(&Architecture::AlexnetTorchvision.into(), 0);
     assert_eq!(rf.unit_box(0, 0).x0, 0);
     assert_eq!(rf.unit_box(1, 1).x0, 2, "unit 1 starts at 4 − 2");
     Ok(())

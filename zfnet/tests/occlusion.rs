@@ -44,6 +44,11 @@ fn batched_and_incremental_sweeps_equal_one_forward_per_image() -> anyhow::Resul
     for net in [&model.net, &tv] {
         check_sweeps(net, &model.manifest.preprocess)?;
     }
+    // and ONNX graphs' own geometry (floor pools, a 2×2 pool5, dense-made groups), fed BGR 0–255
+    for name in ["zfnet512-narrow.onnx", "bvlcalexnet-narrow.onnx"] {
+        let got = zfnet::import::import(&root().join("tests/fixtures/import").join(name), None)?;
+        check_sweeps(&got.net, &got.preprocess)?;
+    }
     Ok(())
 }
 

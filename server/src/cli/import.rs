@@ -1,5 +1,6 @@
 //! `zfvis import`: weights from PyTorch (`torch.save`, zip or legacy format, state dict or whole
-//! module) or safetensors, in pytorchcv's ZFNet/AlexNet naming, to a model `zfvis serve` loads.
+//! module) or safetensors, in pytorchcv's ZFNet/AlexNet naming, or an ONNX graph of the same
+//! family (its geometry from the graph), to a model `zfvis serve` loads.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -10,6 +11,18 @@ use std::path::{Path, PathBuf};
 use zfnet::arch::Architecture;
 use zfnet::import::Container;
 use zfnet::manifest::{Manifest, Preprocess};
+
+/// How pixels are fed to the network.
+#[derive(Clone, Copy, ValueEnum)]
+enum InputArg {
+    /// The format's own: torch for torch.save files, caffe for ONNX graphs.
+    Auto,
+    /// RGB scaled to 0–1, ImageNet mean/std (PyTorch, pytorchcv, torchvision).
+    Torch,
+    /// BGR 0–255 less the mean pixel B 104, G 117, R 123 (Caffe; the ONNX zoo's zfnet512 and
+    /// bvlcalexnet).
+    Caffe,
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ArchArg {
@@ -23,7 +36,8 @@ enum ArchArg {
 /// its manifest, written only once everything checks out.
 #[derive(Args)]
 pub struct ImportArgs {
-    /// A torch.save file (.pth, zip or legacy format; state dict or whole model) or safetensors.
+    /// A torch.save file (.pth, zip or legacy format; state dict or whole model), safetensors,
+    /// or an ONNX model (.onnx: a chain of Conv, Relu, LRN, MaxPool, Flatten, Gemm, …).
     file: PathBuf,
     /// The network: auto (torchvision's names: its AlexNet; else conv1's kernel: 7×7 ZFNet, 11×11
     /// pytorchcv's AlexNet), zfnet, alexnet or alexnet-torchvision.
@@ -46,6 +60,9 @@ pub struct ImportArgs {
     /// The model's name (default: the output file's stem).
     #[arg(long)]
     name: Option<String>,
+    /// The input convention: resize 256, centre crop 224, then this.
+    #[arg(long, value_enum, default_value = "auto")]
+    input: InputArg,
     /// Store the tensors as fp16 (half the size; loading converts back to f32).
     #[arg(long)]
     f16: bool,
@@ -128,6 +145,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         Container::TorchZip => "torch.save zip format",
         Container::TorchLegacy => "torch.save legacy format",
         Container::Safetensors => "safetensors",
+        Container::Onnx => "ONNX",
+    };
+    let preprocess = match args.input {
+        InputArg::Auto => imported.preprocess.clone(),
+        InputArg::Torch => Preprocess::imagenet(),
+        InputArg::Caffe => Preprocess::caffe(),
+    };
+    let notes = if imported.notes.is_empty() {
+        String::new()
+    } else {
+        format!(" {}.", imported.notes.join("; "))
     };
     let source = file.file_name().map_or_else(
         || file.display().to_string(),
@@ -141,14 +169,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 .map_or("imported".into(), |s| s.to_string_lossy().into())
         }),
         architecture: imported.architecture,
+        layers: (!imported.layout.is_preset()).then_some(imported.layout.convs),
+        channels: Some(net.channels()),
         fc_width: net.fc_width(),
         classes,
-        // pytorchcv's and torchvision's ImageNet models: resize 256 (224 / 0.875), centre crop
-        // 224, ImageNet statistics
-        preprocess: Preprocess::imagenet(),
+        preprocess,
         trained: true,
         provenance: format!(
-            "Imported by `zfvis import` from {source} ({format}, sha256 {sha256}, sha1 {sha1})."
+            "Imported by `zfvis import` from {source} ({format}, sha256 {sha256}, sha1 {sha1}).{notes}"
         ),
         evaluation: None,
         conv1: Some(zfnet::filter_stats::filter_stats(&net.convs[0].weight)?),

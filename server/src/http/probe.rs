@@ -126,7 +126,7 @@ pub async fn top_activations_rendered(
     let probes = state.probes()?;
     let hits = probes.hits(at.layer, at.map)?;
     ensure_first_pictures(state, at, rendered).await?;
-    let rf = receptive_field(state.model.net.arch, at.layer);
+    let rf = receptive_field(&state.model.net.layout, at.layer);
     let name = at.layer_name();
     let entries = hits
         .iter()

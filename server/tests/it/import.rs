@@ -74,6 +74,10 @@ async fn imported_torch_files_serve_predict_project_and_sweep() {
         ),
         // torchvision's AlexNet: its layers are checked against PyTorch in zfnet/tests/import.rs
         ("alexnet-tv-narrow.zip.pth", None),
+        // ONNX graphs shaped like the zoo's zfnet512 and bvlcalexnet: checked against ONNX
+        // Runtime in zfnet/tests/onnx.rs
+        ("zfnet512-narrow.onnx", None),
+        ("bvlcalexnet-narrow.onnx", None),
     ] {
         let out = dir.join(format!("{file}.safetensors"));
         let sha = checksum(file, "sha256");
@@ -101,6 +105,16 @@ async fn imported_torch_files_serve_predict_project_and_sweep() {
             "{manifest}"
         );
         assert_eq!(manifest["trained"], true);
+        if file.ends_with(".onnx") {
+            // the geometry and the input convention come with the model
+            assert_eq!(manifest["preprocess"]["channel_order"], "bgr", "{manifest}");
+            assert_eq!(manifest["preprocess"]["pixel_scale"], 255.0, "{manifest}");
+            assert_eq!(
+                manifest["layers"][0]["pool"]["ceil_mode"], false,
+                "{manifest}"
+            );
+            assert!(manifest["channels"].is_array(), "{manifest}");
+        }
 
         let server = Server::start(&out, &[]);
         let got = predictions(&server, &client).await;
@@ -114,6 +128,16 @@ async fn imported_torch_files_serve_predict_project_and_sweep() {
         let model: zfvis_api::ModelInfo =
             crate::common::get_json(&client, &format!("{}/api/model", server.url)).await;
         assert_eq!(model.classes.len(), 10);
+        if file.starts_with("zfnet512") {
+            // floor pools and a 2×2 pool5: 110 → 54, 25 → 12, 12 → 6
+            let pooled: Vec<_> = model
+                .layers
+                .iter()
+                .map(|l| l.pooled_shape.clone())
+                .collect();
+            assert_eq!(pooled[0], Some(vec![16, 54, 54]), "{pooled:?}");
+            assert_eq!(pooled[4], Some(vec![32, 6, 6]), "{pooled:?}");
+        }
 
         // a projection and an occlusion sweep on the imported model
         let png = client

@@ -1,6 +1,7 @@
 //! Bringing weights from elsewhere: files written by `torch.save` (zip or legacy format, state
 //! dict or whole module) or safetensors, in pytorchcv's ZFNet/AlexNet naming or zfvis's own,
-//! checked and renamed into a [`ZfNet`]'s tensors.
+//! checked and renamed into a [`ZfNet`]'s tensors; and ONNX graphs of the same family, whose
+//! geometry comes from the graph ([`onnx`]).
 //!
 //! pytorchcv's `AlexNet` class (which its `zfnet` is, with other kernels) names its layers:
 //!
@@ -17,9 +18,12 @@
 //! ZFNet, 11×11 pytorchcv's AlexNet. Every width (channels, fc, classes) comes from the tensors'
 //! shapes.
 
+pub mod onnx;
+pub mod onnx_proto;
 pub mod torch;
 
-use crate::arch::Architecture;
+use crate::arch::{Architecture, Layout};
+use crate::manifest::Preprocess;
 use crate::model::ZfNet;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -46,6 +50,10 @@ pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
     let tensors = match container {
         Container::TorchZip => torch::read_zip(path)?,
         Container::TorchLegacy => torch::read_legacy(path)?,
+        Container::Onnx => onnx::read(&read_all(path)?, &path.display().to_string())?
+            .tensors
+            .into_iter()
+            .collect(),
         Container::Safetensors => {
             let mut t: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
                 .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?
@@ -63,6 +71,13 @@ pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
         )));
     }
     Ok((container, tensors))
+}
+
+fn read_all(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The zfvis name of a pytorchcv or zfvis tensor name, `None` when it is neither.
@@ -160,6 +175,13 @@ pub fn check_finite(tensors: &HashMap<String, Tensor>) -> Result<()> {
 pub struct Imported {
     pub container: Container,
     pub architecture: Architecture,
+    /// The exact geometry (the family's preset, or an ONNX graph's own).
+    pub layout: Layout,
+    /// How its input is to be fed, as far as the format says: PyTorch's ImageNet convention for
+    /// torch files, Caffe's for ONNX graphs (the model zoo's are Caffe-born).
+    pub preprocess: Preprocess,
+    /// What the import changed or dropped, for the provenance (e.g. grouped convs made dense).
+    pub notes: Vec<String>,
     /// zfvis-named f32 tensors that make a [`ZfNet`] of `architecture`.
     pub tensors: HashMap<String, Tensor>,
     pub net: ZfNet,
@@ -169,7 +191,11 @@ pub struct Imported {
 /// every shape against the architecture, naming the layer that does not fit). `arch`: what the
 /// user says it is; `None` detects it.
 pub fn import(path: &Path, arch: Option<Architecture>) -> Result<Imported> {
-    let (container, tensors) = read_tensors(path)?;
+    let (container, tensors) = read_tensors_or_onnx(path)?;
+    let tensors = match tensors {
+        Tensors::Onnx(net) => return import_onnx(*net, arch),
+        Tensors::Named(t) => t,
+    };
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let torchvision = torchvision_names(&names);
     let tensors = rename(tensors)?;
@@ -192,7 +218,61 @@ pub fn import(path: &Path, arch: Option<Architecture>) -> Result<Imported> {
     Ok(Imported {
         container,
         architecture: detected,
+        layout: detected.into(),
+        preprocess: Preprocess::imagenet(),
+        notes: Vec::new(),
         tensors,
         net,
+    })
+}
+
+enum Tensors {
+    Named(Vec<(String, Tensor)>),
+    Onnx(Box<onnx::OnnxNet>),
+}
+
+fn read_tensors_or_onnx(path: &Path) -> Result<(Container, Tensors)> {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    if Container::sniff(&head[..n]) == Some(Container::Onnx) {
+        let net = onnx::read(&read_all(path)?, &path.display().to_string())?;
+        return Ok((Container::Onnx, Tensors::Onnx(Box::new(net))));
+    }
+    let (container, tensors) = read_tensors(path)?;
+    Ok((container, Tensors::Named(tensors)))
+}
+
+fn import_onnx(net: onnx::OnnxNet, arch: Option<Architecture>) -> Result<Imported> {
+    let layout = net.layout;
+    if let Some(a) = arch.filter(|&a| a != layout.family) {
+        return Err(Error::Weights(format!(
+            "--arch says {a:?}, but the graph's conv1 has a {k}×{k} kernel: {:?}",
+            layout.family,
+            k = layout.convs[0].kernel
+        )));
+    }
+    let tensors: HashMap<String, Tensor> = net.tensors.into_iter().collect();
+    check_finite(&tensors)?;
+    let built = ZfNet::from_tensors(layout, tensors.clone(), &Device::Cpu)?;
+    let mut notes = Vec::new();
+    for (i, g) in &net.groups {
+        notes.push(format!("conv{}'s {g} groups made one dense conv", i + 1));
+    }
+    if net.softmax {
+        notes.push("the final Softmax dropped (zfvis's logits enter it)".into());
+    }
+    Ok(Imported {
+        container: Container::Onnx,
+        architecture: layout.family,
+        layout,
+        preprocess: Preprocess::caffe(),
+        notes,
+        tensors,
+        net: built,
     })
 }

@@ -38,6 +38,8 @@ pub enum Container {
     TorchZip,
     TorchLegacy,
     Safetensors,
+    /// An ONNX model (protobuf `ModelProto`, whose first field is `ir_version`).
+    Onnx,
 }
 
 impl Container {
@@ -48,6 +50,8 @@ impl Container {
             [0x80, 2..=5, ..] => Some(Container::TorchLegacy),
             // safetensors: u64 header length, then the JSON header
             [_, _, _, _, _, _, _, _, b'{', ..] => Some(Container::Safetensors),
+            // field 1 (ir_version), a small varint
+            [0x08, 1..=30, ..] => Some(Container::Onnx),
             _ => None,
         }
     }

@@ -111,10 +111,6 @@ pub(super) fn incremental(
     }
     let conv5 = &stages[4].activation;
     let (h5, w5) = (conv5.h, conv5.w);
-    let plane5 = h5 * w5;
-    let map_base_sum: f32 = conv5.data[strongest_map * plane5..(strongest_map + 1) * plane5]
-        .iter()
-        .sum();
     let pool5 = stages[4]
         .pooled
         .as_ref()
@@ -158,28 +154,23 @@ pub(super) fn incremental(
                     cols,
                 );
                 if i == 4 {
-                    let (ph, pw) = (patch.y1 - patch.y0, patch.x1 - patch.x0);
-                    let inside: f32 = patch.values
-                        [strongest_map * ph * pw..(strongest_map + 1) * ph * pw]
-                        .iter()
+                    // summed whole rather than as base − outside + inside: when the occluder
+                    // takes most of a strong map away, that difference loses the digits left
+                    map_sum = (0..h5)
+                        .flat_map(|y| (0..w5).map(move |x| (y, x)))
+                        .map(|(y, x)| patch.get(act, strongest_map, y, x))
                         .sum();
-                    let mut outside = 0.0;
-                    for y in patch.y0..patch.y1 {
-                        let row = &act.data[strongest_map * plane5 + y * w5..][..w5];
-                        outside += row[patch.x0..patch.x1].iter().sum::<f32>();
-                    }
-                    map_sum = map_base_sum - outside + inside;
                 }
                 let mut level = act;
-                if let Some(norm) = &stage.normalized {
+                if let (Some(norm), Some(params)) = (&stage.normalized, spec.lrn) {
                     let area = (patch.y1 - patch.y0) * (patch.x1 - patch.x0);
                     let mut out = vec![0f32; patch.values.len()];
-                    crate::ops::lrn::forward_image(&patch.values, &mut out, act.c, area, net.lrn);
+                    crate::ops::lrn::forward_image(&patch.values, &mut out, act.c, area, params);
                     patch.values = out;
                     level = norm;
                 }
-                if let Some(pooled) = &stage.pooled {
-                    patch = pool_patch(level, &patch, pooled, net.pool);
+                if let (Some(pooled), Some(pool)) = (&stage.pooled, spec.pool) {
+                    patch = pool_patch(level, &patch, pooled, pool);
                     level = pooled;
                 }
                 below = level;

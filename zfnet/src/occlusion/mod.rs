@@ -114,7 +114,7 @@ impl OcclusionParams {
     fn fill_values(&self, p: &Preprocess) -> [f32; 3] {
         match self.fill {
             Fill::Mean => [0.0; 3],
-            Fill::Grey(g) => std::array::from_fn(|c| (g as f32 / 255.0 - p.mean[c]) / p.std[c]),
+            Fill::Grey(g) => std::array::from_fn(|c| p.normalize(c, [g; 3])),
         }
     }
 }

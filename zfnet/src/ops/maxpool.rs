@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 /// Pooling geometry: a square window of `kernel` moved by `stride`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pool2d {
     pub kernel: usize,
     pub stride: usize,

@@ -122,11 +122,11 @@ pub fn forward_train(net: &ZfNet, input: &Tensor, masks: Option<&[Tensor; 2]>) -
     let mut x = input.clone();
     for conv in &net.convs {
         x = conv.forward(&x)?;
-        if conv.spec.lrn {
-            x = lrn(&x, net.lrn)?;
+        if let Some(params) = conv.spec.lrn {
+            x = lrn(&x, params)?;
         }
-        if conv.spec.pool {
-            x = max_pool(&x, net.pool)?;
+        if let Some(pool) = conv.spec.pool {
+            x = max_pool(&x, pool)?;
         }
     }
     let mut h = x.flatten_from(1)?;

@@ -57,6 +57,8 @@ impl Trainer {
         let tensors = self.parameters();
         let manifest = Manifest {
             format: 1,
+            layers: None,
+            channels: None,
             name: format!("zfnet-{}", self.train.root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into())),
             architecture: Architecture::Zfnet,
             fc_width: self.config.fc_width,
