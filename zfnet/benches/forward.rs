@@ -169,6 +169,30 @@ fn main() -> anyhow::Result<()> {
             1e3 / whole,
             100.0 * total_flop / whole * 1e3 / peak
         );
+        // conv3–5 by Winograd F(2×2, 3×3) against the direct im2col + GEMM, interleaved run by
+        // run so both see the same machine
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..runs.max(9) {
+            for (k, on) in [(0, true), (1, false)] {
+                zfnet::ops::conv::set_winograd(on);
+                let t = std::time::Instant::now();
+                for i in 2..5 {
+                    net.convs[i]
+                        .forward(trace.convs[i - 1].output())
+                        .expect("conv");
+                }
+                times[k].push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
+            }
+        }
+        zfnet::ops::conv::set_winograd(true);
+        let [wino, direct] = times.map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        });
+        println!(
+            "conv3-5: Winograd {wino:.2} ms/image, direct {direct:.2} ms/image ({:.2}× faster)",
+            direct / wino
+        );
     }
     Ok(())
 }

@@ -17,7 +17,30 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 mod columns;
+mod winograd;
 use columns::{col2im, im2col, im2col_par};
+
+/// 0: not yet decided (read `ZFVIS_WINOGRAD`), 1: on, 2: off.
+static WINOGRAD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether 3×3 stride-1 layers use Winograd F(2×2, 3×3) ([`winograd`]); `ZFVIS_WINOGRAD=0`
+/// turns it off.
+fn winograd_enabled() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match WINOGRAD.load(Relaxed) {
+        0 => {
+            let on = std::env::var("ZFVIS_WINOGRAD").map_or(true, |v| v != "0");
+            WINOGRAD.store(if on { 1 } else { 2 }, Relaxed);
+            on
+        }
+        state => state == 1,
+    }
+}
+
+/// Turns Winograd on or off for the whole process (benches compare the two in one run).
+pub fn set_winograd(on: bool) {
+    WINOGRAD.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Geometry of one convolution (square kernel, symmetric padding, any input size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +255,10 @@ pub fn conv_relu_host(
     g: &ConvGeometry,
 ) -> Vec<f32> {
     let mut out = vec![0f32; n * g.output_len()];
+    if winograd::applies(g) && winograd_enabled() {
+        winograd::conv_relu(x, n, weight, bias, g, &mut out);
+        return out;
+    }
     out.par_chunks_mut(g.output_len())
         .zip(x.par_chunks(g.input_len()))
         .for_each_init(Vec::new, |cols, (y, img)| {
