@@ -163,3 +163,29 @@ test('Fig. 4: a row per map, a reconstruction per training snapshot, at a laptop
     await page.close();
   }
 });
+
+test('presenter mode at 1080p: Fig. 4 and the comparison in type of at least 24 px', async () => {
+  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  const errors = [];
+  page.on('pageerror', e => errors.push(e.message));
+  await page.goto(`${url}?present`);
+  await page.locator('#evolution').waitFor({ timeout: 30000 });
+  await page.locator('#compare').waitFor({ timeout: 30000 });
+  const epochs = (await (await fetch(`${url}api/model`)).json()).evolution.epochs;
+  await allImagesLoaded(page, '#evolution .evolution-cell img', 6 * epochs.length);
+  await allImagesLoaded(page, '.compare-top9 img', 36);
+  const small = await page.evaluate(() => [...document.querySelectorAll('#evolution *, #compare *')]
+    .filter(e => e.offsetParent !== null && [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .map(e => [e.tagName + '.' + e.className, parseFloat(getComputedStyle(e).fontSize)])
+    .filter(([, size]) => size < 24));
+  assert.deepEqual(small, [], 'text under 24 px');
+  // cells a room can see
+  const cell = await page.locator('#evolution .evolution-cell img').first().boundingBox();
+  assert.ok(cell.width >= 140, `evolution cells ${cell.width}px wide`);
+  const overflow = await page.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `${overflow}px of sideways scrolling`);
+  await page.locator('#evolution').screenshot({ path: path.join(ARTIFACTS, 'evolution-present-1920.png') });
+  await page.locator('#compare').screenshot({ path: path.join(ARTIFACTS, 'compare-present-1920.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

@@ -96,7 +96,11 @@ fn EvolutionRowView(layer: String, map: usize) -> impl IntoView {
                                         (None, IndexPhase::Building) => view! {
                                             <figure class="evolution-cell pending" role="status">
                                                 <span class="spinner"></span>
-                                                <figcaption>{format!("{caption}: indexing {}/{}", c.index.done, c.index.total)}</figcaption>
+                                                <figcaption>{if c.index.total == 0 {
+                                                    format!("{caption}: waiting to index")
+                                                } else {
+                                                    format!("{caption}: indexing {}/{}", c.index.done, c.index.total)
+                                                }}</figcaption>
                                             </figure>
                                         }.into_any(),
                                         (None, _) => view! {
