@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// /api/evolution/{layer}/{map}`): a `zfvis train` run folder (its snapshots/) or a folder
     /// of epoch-NNN.safetensors (full or `zfvis export --conv-only`). Needs --probe; each
     /// snapshot's index is built in the background after the models' (then cached).
-    #[arg(long, requires = "probe")]
+    #[arg(long, visible_alias = "run", requires = "probe")]
     evolution: Option<PathBuf>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
