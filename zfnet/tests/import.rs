@@ -6,30 +6,12 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zfnet::arch::Architecture;
 use zfnet::import::{import, Container};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zfvis-import-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
+mod common;
+use common::{fixture, relative_error, scratch, values};
 
 #[test]
 fn torch_files_of_both_formats_import_to_the_parity_weights() -> anyhow::Result<()> {
@@ -247,17 +229,6 @@ fn imagenet_classes_are_the_thousand_in_logit_order() {
             "parachute"
         ]
     );
-}
-
-/// max |a − b| over the reference's largest magnitude.
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "shape");
-    let (got, want) = (values(got), values(want));
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    got.iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-        / scale
 }
 
 /// torchvision's AlexNet (no LRN, floor pools, conv1 padding 2), named as torchvision names it:

@@ -7,7 +7,6 @@
 use candle_core::{Device, Tensor, Var};
 use prost::Message;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use zfnet::arch::Architecture;
 use zfnet::deconv::{backproject, strongest_units, Rule, Selection};
 use zfnet::import::onnx_proto::{AttributeProto, ModelProto, NodeProto};
@@ -15,25 +14,11 @@ use zfnet::import::{import, Container};
 use zfnet::manifest::ChannelOrder;
 use zfnet::ops::maxpool::Pool2d;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/import")
-        .join(name)
-}
+mod common;
+use common::{relative_error, scratch};
 
-fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-/// max |a − b| over the reference's largest magnitude.
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "shape");
-    let (got, want) = (values(got), values(want));
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    got.iter()
-        .zip(&want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-        / scale
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::fixture(&format!("import/{name}"))
 }
 
 #[test]
@@ -174,12 +159,6 @@ fn the_gradient_rule_follows_the_imported_geometry() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zfvis-onnx-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 fn model() -> ModelProto {

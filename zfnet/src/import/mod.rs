@@ -32,8 +32,8 @@ use std::io::Read;
 use std::path::Path;
 pub use torch::Container;
 
-/// Tensors read from a file, f32 on the CPU, in the file's own names and order.
-pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
+/// What kind of file `path` is, from its first bytes.
+fn sniff(path: &Path) -> Result<Container> {
     let mut head = [0u8; 16];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
@@ -41,12 +41,17 @@ pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
             path: path.display().to_string(),
             source,
         })?;
-    let container = Container::sniff(&head[..n]).ok_or_else(|| {
+    Container::sniff(&head[..n]).ok_or_else(|| {
         Error::Weights(format!(
-            "{}: neither a torch.save file (zip or legacy) nor safetensors",
+            "{}: neither a torch.save file (zip or legacy), safetensors nor ONNX",
             path.display()
         ))
-    })?;
+    })
+}
+
+/// Tensors read from a file, f32 on the CPU, in the file's own names and order.
+pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
+    let container = sniff(path)?;
     let tensors = match container {
         Container::TorchZip => torch::read_zip(path)?,
         Container::TorchLegacy => torch::read_legacy(path)?,
@@ -232,14 +237,7 @@ enum Tensors {
 }
 
 fn read_tensors_or_onnx(path: &Path) -> Result<(Container, Tensors)> {
-    let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-    if Container::sniff(&head[..n]) == Some(Container::Onnx) {
+    if sniff(path)? == Container::Onnx {
         let net = onnx::read(&read_all(path)?, &path.display().to_string())?;
         return Ok((Container::Onnx, Tensors::Onnx(Box::new(net))));
     }
