@@ -68,9 +68,10 @@ class Graph:
         return self.node("LRN", [x], f"norm{i}_1", probe=f"conv{i}.normalized",
                          size=5, alpha=1e-4, beta=0.75, bias=1.0)
 
-    def pool(self, x, i, k=3, s=2):
+    def pool(self, x, i, k=3, s=2, end_pad=0):
+        pads = {"pads": [0, 0, end_pad, end_pad]} if end_pad else {}
         return self.node("MaxPool", [x], f"pool{i}_1", probe=f"conv{i}.pooled",
-                         kernel_shape=[k, k], strides=[s, s])
+                         kernel_shape=[k, k], strides=[s, s], **pads)
 
     def fc(self, x, name, f_in, f_out, kind, relu=True):
         w = he(self.rng, (f_out, f_in))
@@ -118,6 +119,25 @@ def zfnet512():
     return g, data, out
 
 
+def zfnet512_ceil():
+    """zfnet512's structure with Caffe's ceil-mode pools written as floor-mode pools padded at the
+    end (as converters emit them): 110 -> 55, 26 -> 13, 13 -> 7."""
+    g = Graph("gpu_0/", seed=13)
+    data = "gpu_0/data_0"
+    c = [16, 24, 32, 48, 32]
+    x = g.pool(g.lrn(g.conv(data, 1, 3, c[0], 7, 2, 1), 1), 1, end_pad=1)
+    x = g.pool(g.lrn(g.conv(x, 2, c[0], c[1], 5, 2, 0), 2), 2, end_pad=1)
+    x = g.conv(x, 3, c[1], c[2], 3, 1, 1)
+    x = g.conv(x, 4, c[2], c[3], 3, 1, 1)
+    x = g.pool(g.conv(x, 5, c[3], c[4], 3, 1, 1), 5, k=2, s=2, end_pad=1)
+    x = g.node("Flatten", [x], "flat", axis=1)
+    x = g.fc(x, "fc6", c[4] * 49, 32, "gemm")
+    x = g.fc(x, "fc7", 32, 32, "gemm")
+    x = g.fc(x, "fc8", 32, CLASSES, "gemm", relu=False)
+    out = g.node("Softmax", [x], "softmax_1", probe="softmax")
+    return g, data, out
+
+
 def bvlcalexnet():
     g = Graph("", seed=12)
     data = "data_0"
@@ -145,7 +165,12 @@ def caffe_input():
 def main():
     os.makedirs(DIR, exist_ok=True)
     sums = {}
-    for name, build in (("zfnet512-narrow", zfnet512), ("bvlcalexnet-narrow", bvlcalexnet)):
+    # the ceil variant keeps only what shows its geometry (pool5 and the logits), not even its
+    # input, which is the others': a small file
+    small = {"conv5.pooled", "logits"}
+    for name, build, keep in (("zfnet512-narrow", zfnet512, None),
+                              ("bvlcalexnet-narrow", bvlcalexnet, None),
+                              ("zfnet512-ceil-narrow", zfnet512_ceil, small)):
         g, data, out = build()
         model = g.model(data, out)
         path = os.path.join(DIR, f"{name}.onnx")
@@ -160,8 +185,10 @@ def main():
         x = caffe_input()
         names = [o.name for o in sess.get_outputs()]
         values = dict(zip(names, sess.run(None, {data: x})))
-        expected = {"input": x}
-        expected.update({k: np.ascontiguousarray(values[t]) for k, t in g.probes.items()})
+        # (the small one's input is the others': caffe_input())
+        expected = {"input": x} if keep is None else {}
+        expected.update({k: np.ascontiguousarray(values[t]) for k, t in g.probes.items()
+                         if keep is None or k in keep})
         save_file(expected, os.path.join(DIR, f"{name}.expected.safetensors"))
         raw = open(path, "rb").read()
         sums[f"{name}.onnx"] = {"sha1": hashlib.sha1(raw).hexdigest(),

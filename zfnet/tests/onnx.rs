@@ -107,6 +107,51 @@ fn zoo_structured_graphs_import_with_their_geometry_and_match_onnx_runtime() -> 
     Ok(())
 }
 
+/// Ceil-mode pools as converters write them (floor mode, padded at the end so the last partial
+/// window stays): imported as ceil-mode pools, pool5 and the logits as ONNX Runtime computes them.
+/// Padding that is not ceil mode's stays refused.
+#[test]
+fn end_padded_pools_import_as_ceil_mode() -> anyhow::Result<()> {
+    let got = import(&fixture("zfnet512-ceil-narrow.onnx"), None)?;
+    let pools: Vec<_> = got.layout.convs.iter().filter_map(|c| c.pool).collect();
+    assert_eq!(pools.len(), 3);
+    assert!(pools.iter().all(|p| p.ceil_mode), "{pools:?}");
+    let sides: Vec<_> = got.layout.spatial_sizes().iter().map(|s| s.1).collect();
+    assert_eq!(sides, [Some(55), Some(13), None, None, Some(7)]);
+    let input = candle_core::safetensors::load(
+        fixture("zfnet512-narrow.expected.safetensors"),
+        &Device::Cpu,
+    )?["input"]
+        .clone();
+    let want: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixture("zfnet512-ceil-narrow.expected.safetensors"),
+        &Device::Cpu,
+    )?;
+    let trace = got.net.forward_trace(&input)?;
+    let pool5 = &trace.convs[4].pooled.as_ref().expect("pool5").output;
+    for (key, t) in [("conv5.pooled", pool5), ("logits", &trace.logits)] {
+        let err = relative_error(t, &want[key]);
+        eprintln!("ceil-padded zfnet512 {key}: {err:.1e}");
+        assert!(err <= 1e-4, "{key}: {err:.2e}");
+    }
+    // an end padding of 3 on pool5 (13 → 8 outputs) is not what ceil mode gives (7)
+    let mut m = ModelProto::decode(&std::fs::read(fixture("zfnet512-ceil-narrow.onnx"))?[..])?;
+    let pool5 = nodes(&mut m)
+        .iter_mut()
+        .rfind(|n| n.op_type == "MaxPool")
+        .unwrap();
+    set_ints(pool5, "pads", vec![0, 0, 3, 3]);
+    assert_names(
+        &error_of(&m, "pool5-pad3.onnx"),
+        &[
+            "MaxPool",
+            "end padding 3 on a 13-wide input",
+            "7 outputs, not 8",
+        ],
+    );
+    Ok(())
+}
+
 /// The deconvnet walks the imported geometry backwards (floor pools, a 2×2 pool5, LRN with
 /// bias 1, grouped convs made dense): its gradient rule equals candle's autograd through the
 /// differentiable forward.

@@ -210,7 +210,7 @@ impl<'a> Chain<'a> {
             ));
         }
         let stride = square(ints(node, "strides").unwrap_or(vec![1, 1]), "strides")?;
-        let padding = symmetric_pads(node)?;
+        let padding = conv_pads(node, kernel, stride)?;
         if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
             return Err("dilated convolutions are not supported".into());
         }
@@ -282,7 +282,16 @@ impl<'a> Chain<'a> {
         Ok(())
     }
 
+    /// The side length of the last conv layer's output (what a pool after it reads).
+    fn side(&self) -> usize {
+        self.convs.iter().fold(crate::arch::INPUT_SIZE, |side, c| {
+            let out = c.spec.output_len(side);
+            c.spec.pool.map_or(out, |p| p.output_len(out))
+        })
+    }
+
     fn max_pool(&mut self, node: &NodeProto) -> std::result::Result<(), String> {
+        let side = self.side();
         let conv = self.last_rectified("MaxPool")?;
         if conv.spec.pool.is_some() {
             return Err("a second MaxPool on one layer".into());
@@ -292,9 +301,30 @@ impl<'a> Chain<'a> {
             "kernel_shape",
         )?;
         let stride = square(ints(node, "strides").unwrap_or(vec![1, 1]), "strides")?;
-        if symmetric_pads(node)? != 0 {
-            return Err("padded pooling is not supported".into());
-        }
+        let ceil_attr = attr(node, "ceil_mode").is_some_and(|a| a.i != 0);
+        // Caffe's ceil-mode pools often reach ONNX as floor-mode pools padded at the end: the
+        // same windows (padding never wins a max) when the sizes agree
+        let ceil_mode = match end_pads(node)? {
+            0 => ceil_attr,
+            end => {
+                let padded = (side + end)
+                    .checked_sub(kernel)
+                    .map_or(0, |n| n / stride + 1);
+                let ceil = Pool2d {
+                    kernel,
+                    stride,
+                    ceil_mode: true,
+                }
+                .output_len(side);
+                if ceil_attr || padded != ceil {
+                    return Err(format!(
+                        "end padding {end} on a {side}-wide input: zfvis pools unpadded, or \
+                         padded only as ceil mode would ({ceil} outputs, not {padded})"
+                    ));
+                }
+                true
+            }
+        };
         if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
             return Err("dilated pooling is not supported".into());
         }
@@ -304,7 +334,7 @@ impl<'a> Chain<'a> {
         conv.spec.pool = Some(Pool2d {
             kernel,
             stride,
-            ceil_mode: attr(node, "ceil_mode").is_some_and(|a| a.i != 0),
+            ceil_mode,
         });
         Ok(())
     }
@@ -475,19 +505,46 @@ fn square(v: Vec<i64>, name: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// The one padding all four sides share; `auto_pad` other than NOTSET/VALID is refused.
-fn symmetric_pads(node: &NodeProto) -> std::result::Result<usize, String> {
-    let auto = attr(node, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned());
-    match auto.as_deref() {
-        None | Some("NOTSET") | Some("") => {}
-        Some("VALID") => return Ok(0),
-        Some(other) => return Err(format!("auto_pad {other} is not supported")),
+fn auto_pad(node: &NodeProto) -> String {
+    attr(node, "auto_pad").map_or(String::new(), |a| {
+        String::from_utf8_lossy(&a.s).into_owned()
+    })
+}
+
+/// A conv's padding: the one all four sides share (`auto_pad` SAME with stride 1 and an odd
+/// kernel is that too); anything else is refused.
+fn conv_pads(node: &NodeProto, kernel: usize, stride: usize) -> std::result::Result<usize, String> {
+    match auto_pad(node).as_str() {
+        "" | "NOTSET" => {}
+        "VALID" => return Ok(0),
+        "SAME_UPPER" | "SAME_LOWER" if stride == 1 && kernel % 2 == 1 => return Ok(kernel / 2),
+        other => {
+            return Err(format!(
+                "auto_pad {other} with stride {stride} is not supported"
+            ))
+        }
     }
     let pads = ints(node, "pads").unwrap_or(vec![0; 4]);
     match pads.as_slice() {
         [a, b, c, d] if a == b && b == c && c == d && *a >= 0 => Ok(*a as usize),
         _ => Err(format!(
             "pads {pads:?}: zfvis needs the same padding on every side"
+        )),
+    }
+}
+
+/// A pool's padding at the end of both axes (`pads` = [0, 0, e, e]); padding at the start or
+/// different per axis is refused.
+fn end_pads(node: &NodeProto) -> std::result::Result<usize, String> {
+    match auto_pad(node).as_str() {
+        "" | "NOTSET" | "VALID" => {}
+        other => return Err(format!("auto_pad {other} on a pool is not supported")),
+    }
+    let pads = ints(node, "pads").unwrap_or(vec![0; 4]);
+    match pads.as_slice() {
+        [0, 0, c, d] if c == d && *c >= 0 => Ok(*c as usize),
+        _ => Err(format!(
+            "padded pooling (pads {pads:?}) is not supported, except end padding as ceil mode"
         )),
     }
 }
