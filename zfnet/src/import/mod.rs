@@ -20,6 +20,7 @@
 
 pub mod onnx;
 pub mod onnx_proto;
+mod onnx_tensor;
 pub mod torch;
 
 use crate::arch::{Architecture, Layout};
