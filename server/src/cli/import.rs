@@ -199,5 +199,36 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         out.display(),
         manifest_path.display()
     );
+    // what was understood, layer by layer, so a wrong guess shows before serving
+    let p = &manifest.preprocess;
+    println!(
+        "  input: resize {}, crop {}, {:?} × {} − mean {:?}, / std {:?}",
+        p.resize, p.crop, p.channel_order, p.pixel_scale, p.mean, p.std
+    );
+    let sizes = imported.layout.spatial_sizes();
+    for (i, (spec, (side, pooled))) in imported.layout.convs.iter().zip(sizes).enumerate() {
+        let mut line = format!(
+            "  conv{}: {k}×{k}/{} pad {} → {}×{side}×{side}",
+            i + 1,
+            spec.stride,
+            spec.padding,
+            net.channels()[i],
+            k = spec.kernel
+        );
+        if let Some(l) = spec.lrn {
+            line += &format!(" → LRN {} α {} β {} k {}", l.size, l.alpha, l.beta, l.k);
+        }
+        if let (Some(pool), Some(out)) = (spec.pool, pooled) {
+            let mode = if pool.ceil_mode { "ceil" } else { "floor" };
+            line += &format!(
+                " → max pool {0}×{0}/{1} {mode} → {out}×{out}",
+                pool.kernel, pool.stride
+            );
+        }
+        println!("{line}");
+    }
+    for note in &imported.notes {
+        println!("  note: {note}");
+    }
     Ok(())
 }

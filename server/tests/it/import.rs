@@ -106,6 +106,18 @@ async fn imported_torch_files_serve_predict_project_and_sweep() {
         );
         assert_eq!(manifest["trained"], true);
         if file.ends_with(".onnx") {
+            // the CLI says what it understood, layer by layer
+            let said = String::from_utf8_lossy(&done.stdout);
+            assert!(
+                said.contains("input: resize 256, crop 224, Bgr × 255"),
+                "{said}"
+            );
+            let pool5 = if file.starts_with("zfnet512") {
+                "max pool 2×2/2 floor → 6×6"
+            } else {
+                "note: conv5's 2 groups made one dense conv"
+            };
+            assert!(said.contains(pool5), "{said}");
             // the geometry and the input convention come with the model
             assert_eq!(manifest["preprocess"]["channel_order"], "bgr", "{manifest}");
             assert_eq!(manifest["preprocess"]["pixel_scale"], 255.0, "{manifest}");
