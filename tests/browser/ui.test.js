@@ -47,6 +47,9 @@ test('uploading an image shows it with its top-5 predictions', async () => {
   assert.match(src, /^blob:/);
   const model = await (await fetch(`${url}api/model`)).json();
   assert.equal(await page.locator('#untrained').isVisible(), !model.trained, 'the UNTRAINED warning shows exactly when the model is');
+  // the preprocessing the page states is the model's own
+  assert.match(await page.locator('#predictions + p.meta').textContent(),
+    new RegExp(`resized to ${model.input.resize}, centre crop ${model.input.crop}$`));
   // the badge states the accuracy the manifest records, or nothing when there is none
   const accuracy = (await page.locator('#accuracy').textContent()).trim();
   if (model.accuracy) {

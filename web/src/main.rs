@@ -310,7 +310,16 @@ fn Predictions(image: ImageResponse) -> impl IntoView {
                 }
             }).collect_view()}
         </ol>
-        <p class="meta">{format!("input {}×{} px → resized to 256, centre crop 224", image.width, image.height)}</p>
+        <p class="meta">{
+            let model = model_info();
+            let (w, h) = (image.width, image.height);
+            move || {
+                // the model's own preprocessing (an imported model may differ)
+                let input = model.and_then(|m| m.get()).and_then(Result::ok).and_then(|m| m.input);
+                let (resize, crop) = input.map_or((256, 224), |i| (i.resize, i.crop));
+                format!("input {w}×{h} px → resized to {resize}, centre crop {crop}")
+            }
+        }</p>
         <KnownClasses />
     }
 }
