@@ -263,13 +263,14 @@ fn architecture_lines(info: &ModelInfo) -> Vec<String> {
             i.std
         ));
     }
-    for l in &info.layers {
-        let shape = l
-            .output_shape
-            .iter()
+    let dims = |d: &[usize]| {
+        d.iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
-            .join("×");
+            .join("×")
+    };
+    for l in &info.layers {
+        let shape = dims(&l.output_shape);
         let mut line = match (l.kernel, l.stride, l.padding) {
             (Some(k), Some(s), Some(p)) => format!("{}: {k}×{k}/{s} pad {p} → {shape}", l.name),
             _ => format!("{}: → {shape}", l.name),
@@ -278,11 +279,7 @@ fn architecture_lines(info: &ModelInfo) -> Vec<String> {
             line.push_str(" → LRN");
         }
         if let (Some(p), Some(out)) = (l.pool, &l.pooled_shape) {
-            let out = out
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("×");
+            let out = dims(out);
             let mode = if p.ceil { "ceil" } else { "floor" };
             line.push_str(&format!(
                 " → max pool {}×{}/{} {mode} → {out}",

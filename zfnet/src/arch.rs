@@ -162,11 +162,6 @@ impl ConvSpec {
     }
 }
 
-/// Spatial side lengths through the conv stack: `(conv output, pooled output)` per layer.
-pub fn spatial_sizes(layout: &Layout) -> [(usize, Option<usize>); 5] {
-    layout.spatial_sizes()
-}
-
 /// Parameter count of a network with these widths.
 pub fn parameter_count(
     layout: &Layout,
@@ -195,7 +190,7 @@ mod tests {
 
     #[test]
     fn zfnet_spatial_sizes_match_the_paper() {
-        let sizes = spatial_sizes(&Architecture::Zfnet.into());
+        let sizes = Layout::from(Architecture::Zfnet).spatial_sizes();
         assert_eq!(
             sizes,
             [
@@ -210,7 +205,7 @@ mod tests {
 
     #[test]
     fn alexnet_spatial_sizes() {
-        let sizes = spatial_sizes(&Architecture::Alexnet.into());
+        let sizes = Layout::from(Architecture::Alexnet).spatial_sizes();
         assert_eq!(
             sizes,
             [

@@ -292,14 +292,7 @@ pub fn hit_pictures(
         map,
         &crate::deconv::Selection::Units(units),
     )?;
-    let mut data = projection
-        .flatten_all()?
-        .to_device(&Device::Cpu)?
-        .to_vec1::<f32>()?;
-    model
-        .manifest
-        .preprocess
-        .to_rgb_order(&mut data, side * side);
+    let data = crate::views::rgb_host(model, &projection)?;
     let rf = crate::receptive::receptive_field(&model.net.layout, layer);
     let plane = 3 * side * side;
     Ok(hits

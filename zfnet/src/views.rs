@@ -209,14 +209,7 @@ pub fn projection_image(
     };
     let projection = backproject(&model.net, trace, layer, map, &selection, rule)?;
     let side = projection.dim(3)?;
-    let mut data = projection
-        .flatten_all()?
-        .to_device(&Device::Cpu)?
-        .to_vec1::<f32>()?;
-    model
-        .manifest
-        .preprocess
-        .to_rgb_order(&mut data, side * side);
+    let data = rgb_host(model, &projection)?;
     let region = match crop {
         Some(u) => unit_box(model, layer, u),
         None => crate::render::whole(side),
@@ -233,6 +226,15 @@ pub fn projection_image(
     })
 }
 
+/// `[…, 3, h, w]` values in the model's input channel order (projections, conv1 filters) on the
+/// host, in RGB order for display.
+pub(crate) fn rgb_host(model: &LoadedModel, t: &Tensor) -> Result<Vec<f32>> {
+    let (h, w) = (t.dim(t.rank() - 2)?, t.dim(t.rank() - 1)?);
+    let mut data = t.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    model.manifest.preprocess.to_rgb_order(&mut data, h * w);
+    Ok(data)
+}
+
 /// The conv1 filters as an RGB grid (12 per row, each 7×7 filter drawn 8× and contrast-stretched
 /// on its own, mid grey = 0): the paper's Fig. 6(c).
 pub fn conv1_filter_grid(model: &LoadedModel) -> Result<RgbImage> {
@@ -243,8 +245,7 @@ pub fn conv1_filter_grid(model: &LoadedModel) -> Result<RgbImage> {
             "conv1 takes {c} input channels, not RGB"
         )));
     }
-    let mut data = w.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
-    model.manifest.preprocess.to_rgb_order(&mut data, k * k);
+    let data = rgb_host(model, w)?;
     Ok(crate::render::filter_grid(&data, n, k, 12, 8))
 }
 

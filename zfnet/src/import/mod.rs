@@ -53,6 +53,11 @@ fn sniff(path: &Path) -> Result<Container> {
 /// Tensors read from a file, f32 on the CPU, in the file's own names and order.
 pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
     let container = sniff(path)?;
+    Ok((container, read_named(path, container)?))
+}
+
+/// The tensors of a file whose container is known.
+fn read_named(path: &Path, container: Container) -> Result<Vec<(String, Tensor)>> {
     let tensors = match container {
         Container::TorchZip => torch::read_zip(path)?,
         Container::TorchLegacy => torch::read_legacy(path)?,
@@ -76,7 +81,7 @@ pub fn read_tensors(path: &Path) -> Result<(Container, Vec<(String, Tensor)>)> {
             path.display()
         )));
     }
-    Ok((container, tensors))
+    Ok(tensors)
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {
@@ -238,12 +243,12 @@ enum Tensors {
 }
 
 fn read_tensors_or_onnx(path: &Path) -> Result<(Container, Tensors)> {
-    if sniff(path)? == Container::Onnx {
+    let container = sniff(path)?;
+    if container == Container::Onnx {
         let net = onnx::read(&read_all(path)?, &path.display().to_string())?;
-        return Ok((Container::Onnx, Tensors::Onnx(Box::new(net))));
+        return Ok((container, Tensors::Onnx(Box::new(net))));
     }
-    let (container, tensors) = read_tensors(path)?;
-    Ok((container, Tensors::Named(tensors)))
+    Ok((container, Tensors::Named(read_named(path, container)?)))
 }
 
 fn import_onnx(net: onnx::OnnxNet, arch: Option<Architecture>) -> Result<Imported> {
