@@ -15,10 +15,11 @@
 
 use crate::arch::{Architecture, ConvSpec, Layout};
 use crate::manifest::{manifest_path, Manifest};
+use crate::ops::linear::linear;
 use crate::ops::lrn::lrn;
 use crate::ops::maxpool::{max_pool_with_switches, Pooled};
 use crate::{Error, Result};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::Linear;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -346,9 +347,9 @@ impl ZfNet {
             ));
         }
         let flat = pool5.flatten_from(1)?;
-        let fc6 = self.fcs[0].forward(&flat)?.relu()?;
-        let fc7 = self.fcs[1].forward(&fc6)?.relu()?;
-        let logits = self.fcs[2].forward(&fc7)?;
+        let fc6 = linear(&flat, &self.fcs[0])?.relu()?;
+        let fc7 = linear(&fc6, &self.fcs[1])?.relu()?;
+        let logits = linear(&fc7, &self.fcs[2])?;
         Ok((fc6, fc7, logits))
     }
 

@@ -16,30 +16,57 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+mod cache;
 mod columns;
+mod direct;
 mod winograd;
 use columns::{col2im, im2col, im2col_par};
 
-/// 0: not yet decided (read `ZFVIS_WINOGRAD`), 1: on, 2: off.
-static WINOGRAD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// A kernel that can be turned off for the whole process: on unless its environment variable is
+/// `0`, or as last set (benches compare both ways in one run).
+struct Switch {
+    /// 0: not yet decided (read the variable), 1: on, 2: off.
+    state: std::sync::atomic::AtomicU8,
+    var: &'static str,
+}
 
-/// Whether 3×3 stride-1 layers use Winograd F(2×2, 3×3) ([`winograd`]); `ZFVIS_WINOGRAD=0`
-/// turns it off.
-fn winograd_enabled() -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    match WINOGRAD.load(Relaxed) {
-        0 => {
-            let on = std::env::var("ZFVIS_WINOGRAD").map_or(true, |v| v != "0");
-            WINOGRAD.store(if on { 1 } else { 2 }, Relaxed);
-            on
+impl Switch {
+    const fn new(var: &'static str) -> Self {
+        Switch {
+            state: std::sync::atomic::AtomicU8::new(0),
+            var,
         }
-        state => state == 1,
+    }
+    fn on(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.state.load(Relaxed) {
+            0 => {
+                let on = std::env::var(self.var).map_or(true, |v| v != "0");
+                self.state.store(if on { 1 } else { 2 }, Relaxed);
+                on
+            }
+            state => state == 1,
+        }
+    }
+    fn set(&self, on: bool) {
+        self.state
+            .store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// Turns Winograd on or off for the whole process (benches compare the two in one run).
+/// Winograd F(2×2, 3×3) for 3×3 stride-1 layers ([`winograd`]); `ZFVIS_WINOGRAD=0` turns it off.
+static WINOGRAD: Switch = Switch::new("ZFVIS_WINOGRAD");
+/// The direct kernel for strided layers ([`direct`]); `ZFVIS_DIRECT_CONV=0` turns it off.
+static DIRECT: Switch = Switch::new("ZFVIS_DIRECT_CONV");
+
+/// Turns Winograd on or off for the whole process.
 pub fn set_winograd(on: bool) {
-    WINOGRAD.store(if on { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+    WINOGRAD.set(on)
+}
+
+/// Turns the direct kernel of strided layers on or off for the whole process.
+pub fn set_direct(on: bool) {
+    DIRECT.set(on)
 }
 
 /// Geometry of one convolution (square kernel, symmetric padding, any input size).
@@ -246,17 +273,22 @@ fn bias_relu(y: &mut [f32], bias: &[f32], len: usize) {
 
 super::simd::dispatch!(fn bias_relu_wide(y: &mut [f32], bias: &[f32], len: usize) = bias_relu);
 
-/// `relu(conv(x, weight) + bias)` for `n` images of contiguous NCHW data.
-pub fn conv_relu_host(
+/// `relu(conv(x, weight) + bias)` for `n` images of contiguous NCHW data; `key` finds the
+/// weights' rearranged forms ([`cache`]).
+fn conv_relu_host(
     x: &[f32],
     n: usize,
-    weight: &[f32],
+    (weight, key): (&[f32], cache::Key),
     bias: &[f32],
     g: &ConvGeometry,
 ) -> Vec<f32> {
     let mut out = vec![0f32; n * g.output_len()];
-    if winograd::applies(g) && winograd_enabled() {
-        winograd::conv_relu(x, n, weight, bias, g, &mut out);
+    if winograd::applies(g) && WINOGRAD.on() {
+        winograd::conv_relu(x, n, (weight, key), bias, g, &mut out);
+        return out;
+    }
+    if direct::applies(g) && DIRECT.on() {
+        direct::conv_relu(x, n, (weight, key), bias, g, &mut out);
         return out;
     }
     out.par_chunks_mut(g.output_len())
@@ -306,7 +338,18 @@ pub fn conv2d_relu(
         let c = bias.dim(0)?;
         return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?.relu()?);
     }
-    let op = ConvReluOp { stride, padding };
+    // a contiguous tensor that is not a variable never changes: its rearranged forms are
+    // found by its id (a non-contiguous one is copied, under a new id, at every call)
+    let key = if weight.is_variable() || !weight.is_contiguous() {
+        cache::Key::Contents
+    } else {
+        cache::Key::Tensor(weight.id())
+    };
+    let op = ConvReluOp {
+        stride,
+        padding,
+        key,
+    };
     Ok(x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)
 }
@@ -315,6 +358,7 @@ pub fn conv2d_relu(
 struct ConvReluOp {
     stride: usize,
     padding: usize,
+    key: cache::Key,
 }
 
 impl ConvReluOp {
@@ -373,7 +417,7 @@ impl CustomOp3 for ConvReluOp {
         if bias.len() != g.c_out {
             candle_core::bail!("conv: bias has {} entries for {} maps", bias.len(), g.c_out);
         }
-        let y = conv_relu_host(slice(s1, l1)?, n, slice(s2, l2)?, bias, &g);
+        let y = conv_relu_host(slice(s1, l1)?, n, (slice(s2, l2)?, self.key), bias, &g);
         let (oh, ow) = g.out_hw();
         Ok((CpuStorage::F32(y), Shape::from((n, g.c_out, oh, ow))))
     }

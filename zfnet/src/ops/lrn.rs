@@ -20,6 +20,10 @@ use super::host_nchw;
 use crate::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
+
+/// Pixels per forward task (4 KB of each plane).
+const PIXEL_BLOCK: usize = 1024;
 
 /// LRN hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -60,17 +64,24 @@ pub fn lrn(x: &Tensor, p: LrnParams) -> Result<Tensor> {
     super::apply_cpu(x, LrnOp(p))
 }
 
-/// `Σ a²` over channel `ch`'s window, for every pixel of one image `[c, plane]`, into `sums`.
+/// `Σ a²` over channel `ch`'s window, for the pixels `px` of one image `[c, plane]`, into `sums`.
 /// Summed directly (at most `size` planes), in the same order wherever it is used, so the full
 /// forward, the occlusion patches and the backward pass agree to the bit.
 #[inline(always)]
-fn window_sums(img: &[f32], ch: usize, c: usize, plane: usize, p: LrnParams, sums: &mut Vec<f32>) {
+fn window_sums(
+    img: &[f32],
+    ch: usize,
+    (c, plane): (usize, usize),
+    px: Range<usize>,
+    p: LrnParams,
+    sums: &mut Vec<f32>,
+) {
     let lo = ch.saturating_sub(p.size / 2);
     let hi = (ch + (p.size - 1) / 2).min(c - 1);
     sums.clear();
-    sums.resize(plane, 0.0);
+    sums.resize(px.len(), 0.0);
     for q in lo..=hi {
-        for (s, &a) in sums.iter_mut().zip(&img[q * plane..][..plane]) {
+        for (s, &a) in sums.iter_mut().zip(&img[q * plane..][px.clone()]) {
             *s += a * a;
         }
     }
@@ -82,7 +93,7 @@ fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
     let mut sums = Vec::with_capacity(plane);
     let mut out = vec![0f32; c * plane];
     for (ch, d) in out.chunks_mut(plane).enumerate() {
-        window_sums(img, ch, c, plane, p, &mut sums);
+        window_sums(img, ch, (c, plane), 0..plane, p, &mut sums);
         for (d, &s) in d.iter_mut().zip(&sums) {
             *d = p.k + scale * s;
         }
@@ -90,23 +101,42 @@ fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
     out
 }
 
-/// Channel `ch` of one image's LRN output into `out` (`plane` values); `sums` is scratch space.
+/// Channel `ch` of one image's LRN output at pixels `px` into `out` (`px.len()` values), in one
+/// pass over the window's planes: each pixel's sum of squares stays in a register, added in
+/// [`window_sums`]'s order (so the two agree to the bit). `sums` is scratch space for the tail.
 #[inline(always)]
 fn forward_channel(
     img: &[f32],
     ch: usize,
     (c, plane): (usize, usize),
+    px: Range<usize>,
     p: LrnParams,
     sums: &mut Vec<f32>,
     out: &mut [f32],
 ) {
+    const LANES: usize = 16;
     let scale = p.alpha / p.size as f32;
-    window_sums(img, ch, c, plane, p, sums);
-    for ((o, &a), &s) in out
-        .iter_mut()
-        .zip(&img[ch * plane..][..plane])
-        .zip(sums.iter())
-    {
+    let lo = ch.saturating_sub(p.size / 2);
+    let hi = (ch + (p.size - 1) / 2).min(c - 1);
+    let a = &img[ch * plane..][px.clone()];
+    let whole = px.len() / LANES * LANES;
+    for (i, o) in out[..whole].chunks_exact_mut(LANES).enumerate() {
+        let start = px.start + i * LANES;
+        let mut s = [0f32; LANES];
+        for q in lo..=hi {
+            let aq = &img[q * plane + start..][..LANES];
+            for l in 0..LANES {
+                s[l] += aq[l] * aq[l];
+            }
+        }
+        let ai = &a[i * LANES..][..LANES];
+        for l in 0..LANES {
+            o[l] = ai[l] * p.pow_neg_beta(p.k + scale * s[l]);
+        }
+    }
+    let tail = px.start + whole..px.end;
+    window_sums(img, ch, (c, plane), tail, p, sums);
+    for ((o, &a), &s) in out[whole..].iter_mut().zip(&a[whole..]).zip(sums.iter()) {
         *o = a * p.pow_neg_beta(p.k + scale * s);
     }
 }
@@ -115,6 +145,7 @@ super::simd::dispatch!(fn forward_channel_wide(
     img: &[f32],
     ch: usize,
     shape: (usize, usize),
+    px: Range<usize>,
     p: LrnParams,
     sums: &mut Vec<f32>,
     out: &mut [f32],
@@ -123,7 +154,7 @@ super::simd::dispatch!(fn forward_channel_wide(
 pub(crate) fn forward_image(img: &[f32], out: &mut [f32], c: usize, plane: usize, p: LrnParams) {
     let mut sums = Vec::with_capacity(plane);
     for (ch, o) in out.chunks_mut(plane).enumerate() {
-        forward_channel_wide(img, ch, (c, plane), p, &mut sums, o);
+        forward_channel_wide(img, ch, (c, plane), 0..plane, p, &mut sums, o);
     }
 }
 
@@ -210,12 +241,28 @@ impl CustomOp1 for LrnOp {
         let (_, c, h, w) = l.shape().dims4()?;
         let (plane, p) = (h * w, self.0);
         let mut out = vec![0f32; data.len()];
-        // one task per channel plane, so a lone image uses every thread
-        out.par_chunks_mut(plane)
-            .enumerate()
-            .for_each_init(Vec::new, |sums, (i, o)| {
-                let img = &data[(i / c) * c * plane..][..c * plane];
-                forward_channel_wide(img, i % c, (c, plane), p, sums, o)
+        // one task per block of pixels of an image, through every channel: a channel's window
+        // is read from L1 where a task per channel plane read each plane from L3 `size` times;
+        // and a lone image still uses every thread
+        let blocks = plane.div_ceil(PIXEL_BLOCK);
+        let dst = super::SharedMut(out.as_mut_ptr());
+        (0..data.len() / (c * plane) * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |sums, t| {
+                let (i, b) = (t / blocks, t % blocks);
+                let px = b * PIXEL_BLOCK..((b + 1) * PIXEL_BLOCK).min(plane);
+                let img = &data[i * c * plane..][..c * plane];
+                for ch in 0..c {
+                    // SAFETY: task (i, b) writes the pixels `px` of image i's planes only:
+                    // disjoint across tasks and inside `out` (i < n, ch < c, px ⊂ 0..plane).
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.ptr().add((i * c + ch) * plane + px.start),
+                            px.len(),
+                        )
+                    };
+                    forward_channel_wide(img, ch, (c, plane), px.clone(), p, sums, o)
+                }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -277,6 +324,29 @@ mod tests {
                     (g - e).abs() <= 1e-5 * e.abs().max(1.0),
                     "size {size}: {g} vs {e}"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Planes larger than a task's pixel block, two images: the op (tasks by pixel block) equals
+    /// the formula and, bit for bit, `forward_image` (one image, whole planes; the occlusion
+    /// patches' path).
+    #[test]
+    fn pixel_blocks_equal_whole_planes() -> anyhow::Result<()> {
+        let (n, c, h, w) = (2, 6, 37, 41);
+        let plane = h * w;
+        assert!(plane > PIXEL_BLOCK && plane % PIXEL_BLOCK != 0);
+        let data = sample(n * c * plane);
+        let x = Tensor::from_vec(data.clone(), (n, c, h, w), &Device::Cpu)?;
+        let p = LrnParams::ZFNET;
+        let got = lrn(&x, p)?.flatten_all()?.to_vec1::<f32>()?;
+        for (i, img) in data.chunks(c * plane).enumerate() {
+            let mut whole = vec![0f32; c * plane];
+            forward_image(img, &mut whole, c, plane, p);
+            assert!(whole == got[i * c * plane..][..c * plane], "image {i}");
+            for (g, e) in whole.iter().zip(lrn_naive(img, c, plane, p)) {
+                assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
             }
         }
         Ok(())

@@ -86,58 +86,110 @@ fn pool_plane(
     }
 }
 
-/// [`pool_plane`] for ZFNet's and AlexNet's 3×3 stride-2 windows on planes without NaN, in a
-/// form that vectorises. Each input row is split into its even and odd columns (padded with
-/// −∞ past the edge, which never wins), so the three columns of window `ox` are `even[ox]`,
-/// `odd[ox]`, `even[ox + 1]`: contiguous slices over all `ox`. The nine candidates are visited in
-/// row-major order and a later one replaces the best only when strictly larger, so the first
-/// maximum wins, as in the scan. `split` is scratch space.
+/// Scratch space of [`pool_plane_3x3s2`], reused across the planes of one task.
+#[derive(Default)]
+struct Scratch {
+    even: Vec<f32>,
+    odd: Vec<f32>,
+    /// Row maxima `[h, owp]` and their columns.
+    row_max: Vec<f32>,
+    row_arg: Vec<u32>,
+    /// One padded output row and its switches.
+    out_max: Vec<f32>,
+    out_arg: Vec<u32>,
+}
+
+/// [`pool_plane`] for ZFNet's and AlexNet's 3×3 stride-2 windows, in a form that vectorises; `false`
+/// (and nothing written) when the plane holds a NaN, which the scan handles.
+///
+/// The window's maximum is taken in two passes: along each input row over the three columns
+/// `2·ox … 2·ox + 2`, then down the three rows `2·oy … 2·oy + 2` of those row maxima. Both passes
+/// replace the best only when strictly larger, so each keeps the first maximum: the row pass the
+/// leftmost column of its row's maximum, the column pass the topmost row holding the window's
+/// maximum. That is the first maximum in row-major order, as in the scan. Rows are split into
+/// their even and odd columns (−∞ past the edge, which never wins) and padded to a multiple of 8
+/// outputs, so every loop runs whole vectors.
 #[inline(always)]
 fn pool_plane_3x3s2(
     plane: &[f32],
     (h, w): (usize, usize),
     pool: Pool2d,
     (vals, sw): (&mut [f32], &mut [u32]),
-    split: &mut Vec<f32>,
-) {
+    s: &mut Scratch,
+) -> bool {
+    if plane.iter().fold(false, |nan, v| nan | v.is_nan()) {
+        return false;
+    }
     let (oh, ow) = (pool.output_len(h), pool.output_len(w));
-    let stride = 2 * ow + 1; // even (ow + 1) then odd (ow) columns of one row
-    split.resize(h * stride, f32::NEG_INFINITY);
-    for (y, dst) in split.chunks_mut(stride).enumerate() {
+    let owp = ow.next_multiple_of(8);
+    // up to owp + 1 columns of each parity are read or written (floor mode, even widths)
+    s.even.resize(owp + 2, f32::NEG_INFINITY);
+    s.odd.resize(owp + 2, f32::NEG_INFINITY);
+    s.row_max.resize(h * owp, 0.0);
+    s.row_arg.resize(h * owp, 0);
+    s.out_max.resize(owp, 0.0);
+    s.out_arg.resize(owp, 0);
+    for (y, (rm, ra)) in s
+        .row_max
+        .chunks_exact_mut(owp)
+        .zip(s.row_arg.chunks_exact_mut(owp))
+        .enumerate()
+    {
         let row = &plane[y * w..][..w];
-        let (even, odd) = dst.split_at_mut(ow + 1);
-        for (j, e) in even.iter_mut().enumerate() {
-            *e = row.get(2 * j).copied().unwrap_or(f32::NEG_INFINITY);
+        let pairs = row.chunks_exact(2);
+        let last = pairs.remainder().first().copied();
+        for ((e, o), p) in s.even.iter_mut().zip(s.odd.iter_mut()).zip(pairs) {
+            *e = p[0];
+            *o = p[1];
         }
-        for (j, o) in odd.iter_mut().enumerate() {
-            *o = row.get(2 * j + 1).copied().unwrap_or(f32::NEG_INFINITY);
+        let half = w / 2;
+        s.even[half..].fill(f32::NEG_INFINITY);
+        s.odd[half..].fill(f32::NEG_INFINITY);
+        if let Some(v) = last {
+            s.even[half] = v;
+        }
+        let (a, b, c) = (&s.even[..owp], &s.odd[..owp], &s.even[1..][..owp]);
+        for (j, ((((m, x), &a), &b), &c)) in rm
+            .iter_mut()
+            .zip(ra.iter_mut())
+            .zip(a)
+            .zip(b)
+            .zip(c)
+            .enumerate()
+        {
+            let x0 = 2 * j as u32;
+            let (mut best, mut at) = (a, x0);
+            if b > best {
+                (best, at) = (b, x0 + 1);
+            }
+            if c > best {
+                (best, at) = (c, x0 + 2);
+            }
+            *m = best;
+            *x = at;
         }
     }
     for oy in 0..oh {
-        let (bv, bi) = (&mut vals[oy * ow..][..ow], &mut sw[oy * ow..][..ow]);
         let y0 = 2 * oy;
-        for y in y0..(y0 + 3).min(h) {
-            let row = &split[y * stride..][..stride];
-            for (dx, cand) in [&row[..ow], &row[ow + 1..][..ow], &row[1..][..ow]]
-                .into_iter()
-                .enumerate()
-            {
-                let base = (y * w + dx) as u32;
-                if y == y0 && dx == 0 {
-                    bv.copy_from_slice(cand);
-                    for (i, b) in bi.iter_mut().enumerate() {
-                        *b = base + 2 * i as u32;
-                    }
-                    continue;
-                }
-                for (i, ((b, j), &v)) in bv.iter_mut().zip(bi.iter_mut()).zip(cand).enumerate() {
-                    let take = v > *b;
-                    *b = if take { v } else { *b };
-                    *j = if take { base + 2 * i as u32 } else { *j };
-                }
+        let (om, oa) = (&mut s.out_max[..], &mut s.out_arg[..]);
+        om.copy_from_slice(&s.row_max[y0 * owp..][..owp]);
+        let base = (y0 * w) as u32;
+        for (a, &x) in oa.iter_mut().zip(&s.row_arg[y0 * owp..][..owp]) {
+            *a = base + x;
+        }
+        for y in y0 + 1..(y0 + 3).min(h) {
+            let base = (y * w) as u32;
+            let (rm, ra) = (&s.row_max[y * owp..][..owp], &s.row_arg[y * owp..][..owp]);
+            for (((m, a), &v), &x) in om.iter_mut().zip(oa.iter_mut()).zip(rm).zip(ra) {
+                let take = v > *m;
+                *m = if take { v } else { *m };
+                *a = if take { base + x } else { *a };
             }
         }
+        vals[oy * ow..][..ow].copy_from_slice(&om[..ow]);
+        sw[oy * ow..][..ow].copy_from_slice(&oa[..ow]);
     }
+    true
 }
 
 super::simd::dispatch!(fn pool_plane_3x3s2_wide(
@@ -145,8 +197,8 @@ super::simd::dispatch!(fn pool_plane_3x3s2_wide(
     hw: (usize, usize),
     pool: Pool2d,
     out: (&mut [f32], &mut [u32]),
-    split: &mut Vec<f32>,
-) = pool_plane_3x3s2);
+    scratch: &mut Scratch,
+) -> bool = pool_plane_3x3s2);
 
 /// Pools every plane of contiguous NCHW data: `(values, switches, oh, ow)`.
 fn pool_all(
@@ -161,13 +213,11 @@ fn pool_all(
         .par_chunks_mut(oh * ow)
         .zip(switches.par_chunks_mut(oh * ow))
         .zip(data.par_chunks(h * w))
-        .for_each_init(Vec::new, |split, ((vals, sw), plane)| {
+        .for_each_init(Scratch::default, |scratch, ((vals, sw), plane)| {
             let fast = pool.kernel == 3
                 && pool.stride == 2
-                && !plane.iter().fold(false, |nan, v| nan | v.is_nan());
-            if fast {
-                pool_plane_3x3s2_wide(plane, (h, w), pool, (vals, sw), split)
-            } else {
+                && pool_plane_3x3s2_wide(plane, (h, w), pool, (&mut *vals, &mut *sw), scratch);
+            if !fast {
                 pool_plane(plane, (h, w), pool, vals, sw)
             }
         });
@@ -344,6 +394,11 @@ mod tests {
     /// ties (ReLU zeros and repeated values) and with −∞, for ceil-clipped and exact sizes.
     #[test]
     fn vectorised_pooling_equals_the_window_scan() {
+        let floor = Pool2d {
+            ceil_mode: false,
+            ..Pool2d::OVERLAPPING_CEIL
+        };
+        // (18, 18) in floor mode: 8 outputs, a whole vector, and 9 even columns
         for (h, w) in [
             (110, 110),
             (13, 13),
@@ -352,19 +407,41 @@ mod tests {
             (3, 3),
             (1, 4),
             (27, 26),
+            (18, 18),
+            (17, 33),
         ] {
-            let pool = Pool2d::OVERLAPPING_CEIL;
-            let mut plane: Vec<f32> = (0..h * w)
-                .map(|i| ((i * 7919 % 13) as f32 - 6.0).max(0.0) * 0.5)
-                .collect();
-            plane[h * w / 2] = f32::NEG_INFINITY;
-            let (oh, ow) = (pool.output_len(h), pool.output_len(w));
-            let (mut v1, mut s1) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
-            pool_plane(&plane, (h, w), pool, &mut v1, &mut s1);
-            let (mut v2, mut s2) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
-            pool_plane_3x3s2(&plane, (h, w), pool, (&mut v2, &mut s2), &mut Vec::new());
-            assert!(v1 == v2 && s1 == s2, "{h}×{w}");
+            for (pool, seed) in [(Pool2d::OVERLAPPING_CEIL, 7919), (floor, 104_729)] {
+                if pool.output_len(h) == 0 || pool.output_len(w) == 0 {
+                    continue;
+                }
+                let mut plane: Vec<f32> = (0..h * w)
+                    .map(|i| ((i * seed % 13) as f32 - 6.0).max(0.0) * 0.5)
+                    .collect();
+                plane[h * w / 2] = f32::NEG_INFINITY;
+                let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+                let (mut v1, mut s1) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+                pool_plane(&plane, (h, w), pool, &mut v1, &mut s1);
+                let (mut v2, mut s2) = (vec![0f32; oh * ow], vec![0u32; oh * ow]);
+                let mut scratch = Scratch::default();
+                // twice through one scratch, as a task's planes are
+                for _ in 0..2 {
+                    let fast =
+                        pool_plane_3x3s2(&plane, (h, w), pool, (&mut v2, &mut s2), &mut scratch);
+                    assert!(fast && v1 == v2 && s1 == s2, "{h}×{w} {pool:?}");
+                }
+            }
         }
+        // a NaN sends the plane to the scan
+        let plane = [1.0, f32::NAN, 0.0, 2.0];
+        let pool = Pool2d::OVERLAPPING_CEIL;
+        let fast = pool_plane_3x3s2(
+            &plane,
+            (2, 2),
+            pool,
+            (&mut [0.0], &mut [0]),
+            &mut Scratch::default(),
+        );
+        assert!(!fast);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! that device without a host round trip.
 
 pub mod conv;
+pub mod linear;
 pub mod lrn;
 pub mod maxpool;
 pub mod portable;
@@ -28,6 +29,21 @@ pub fn force_portable(on: bool) {
 /// Whether ops on `x` take [`portable`]: any tensor off the CPU, or all when forced.
 pub(crate) fn use_portable(x: &Tensor) -> bool {
     !x.device().is_cpu() || FORCE_PORTABLE.load(Ordering::Relaxed)
+}
+
+/// An output buffer shared by tasks that write disjoint elements of it (each use says why they
+/// are disjoint).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+// SAFETY: the writers never touch the same element, and the buffer outlives them (argued at
+// each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+impl SharedMut {
+    /// (A method, so closures capture the `Sync` wrapper rather than its raw pointer field.)
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Applies a CPU custom op to `x` (the callers send other devices to [`portable`]).
@@ -54,16 +70,26 @@ pub(crate) fn host_nchw(x: &Tensor) -> Result<(Vec<f32>, [usize; 4], Device)> {
 /// through a host copy otherwise.
 pub(crate) fn with_host_nchw<R>(x: &Tensor, f: impl FnOnce(&[f32], [usize; 4]) -> R) -> Result<R> {
     let (n, c, h, w) = x.dims4()?;
+    with_host_slice(x, |data| f(data, [n, c, h, w]))
+}
+
+/// Runs `f` on a tensor's `f32` values in row-major order: borrowed in place for a contiguous
+/// CPU `f32` tensor, through a host copy otherwise.
+pub(crate) fn with_host_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     {
         let (storage, layout) = x.storage_and_layout();
         if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
             (&*storage, layout.contiguous_offsets())
         {
-            return Ok(f(&v[a..b], [n, c, h, w]));
+            return Ok(f(&v[a..b]));
         }
     }
-    let (data, dims, _) = host_nchw(x)?;
-    Ok(f(&data, dims))
+    let data = x
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok(f(&data))
 }
 
 /// A batch tensor `[n, …]` as one host row per item (everything after the first axis flattened).

@@ -521,6 +521,9 @@ mod tests {
             );
             assert!(p.var.as_tensor().is_variable());
         }
+        // the net evaluated between steps holds the variables themselves: the conv kernels then
+        // find their rearranged weights by content, never a stale copy by tensor id
+        assert!(t.net().convs.iter().all(|c| c.weight.is_variable()));
         std::fs::remove_dir_all(&root)?;
         Ok(())
     }

@@ -22,63 +22,10 @@
 use super::ConvGeometry;
 use gemm::Parallelism;
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Whether [`conv_relu`] applies: 3×3, stride 1, padding 1.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
     g.k == 3 && g.stride == 1 && g.padding == 1 && g.h >= 2 && g.w >= 2
-}
-
-/// Transformed weights of the last few weight tensors seen, by content: a served model's layers
-/// transform once (conv4's 2.4 M values took longer than its batch-1 GEMMs); training, whose
-/// weights change every step, just recomputes.
-static CACHE: std::sync::Mutex<Vec<Cached>> = std::sync::Mutex::new(Vec::new());
-/// (fingerprint, length, transformed weights).
-type Cached = (u64, usize, Arc<Vec<f32>>);
-const CACHED: usize = 8;
-
-/// A 64-bit fingerprint of the weights' bits: 8 independent multiply-xor lanes per chunk (a
-/// single chain would cost conv4 1.7 ms of multiply latency), chunks in parallel, combined in
-/// order.
-fn fingerprint(weight: &[f32]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let parts: Vec<u64> = weight
-        .par_chunks(1 << 14)
-        .map(|chunk| {
-            let mut lanes = [0u64; 8];
-            for group in chunk.chunks(8) {
-                for (l, v) in lanes.iter_mut().zip(group) {
-                    *l = (l.rotate_left(5) ^ v.to_bits() as u64).wrapping_mul(K);
-                }
-            }
-            lanes
-                .iter()
-                .fold(0u64, |h, l| (h.rotate_left(7) ^ l).wrapping_mul(K))
-        })
-        .collect();
-    parts.iter().fold(weight.len() as u64, |h, p| {
-        (h.rotate_left(11) ^ p).wrapping_mul(K)
-    })
-}
-
-fn cached_weights(weight: &[f32], c_out: usize, c_in: usize) -> Arc<Vec<f32>> {
-    let key = fingerprint(weight);
-    let hit = CACHE.lock().ok().and_then(|c| {
-        c.iter()
-            .find(|(k, len, _)| *k == key && *len == weight.len())
-            .map(|(_, _, u)| u.clone())
-    });
-    if let Some(u) = hit {
-        return u;
-    }
-    let u = Arc::new(transform_weights(weight, c_out, c_in));
-    if let Ok(mut c) = CACHE.lock() {
-        if c.len() == CACHED {
-            c.remove(0);
-        }
-        c.push((key, weight.len(), u.clone()));
-    }
-    u
 }
 
 /// `U[ξ][o][c]` = (G g Gᵀ)[ξ] of weight `[c_out, c_in, 3, 3]`.
@@ -131,7 +78,7 @@ fn transform_weights(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 fn products(u: &[f32], v: &[f32], c_out: usize, c_in: usize, tiles: usize) -> Vec<f32> {
     let mut m = vec![0f32; 16 * c_out * tiles];
     assert!(u.len() == 16 * c_out * c_in && v.len() == 16 * c_in * tiles);
-    let dst = SharedMut(m.as_mut_ptr());
+    let dst = super::super::SharedMut(m.as_mut_ptr());
     (0..16).into_par_iter().for_each(|xi| {
         // SAFETY: GEMM ξ reads u[ξ·c_out·c_in ..][.. c_out·c_in] and v[c·16·tiles + ξ·tiles + t]
         // (c < c_in, t < tiles), and writes only m[o·16·tiles + ξ·tiles + t] (o < c_out, t <
@@ -163,24 +110,11 @@ fn products(u: &[f32], v: &[f32], c_out: usize, c_in: usize, tiles: usize) -> Ve
     m
 }
 
-/// The product buffer, shared by the 16 GEMMs that write disjoint elements of it.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: see `products`: the writers never touch the same element, and the buffer outlives them.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-impl SharedMut {
-    /// (A method, so closures capture the `Sync` wrapper rather than its raw pointer field.)
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `relu(conv(x) + bias)` of `n` images by F(2×2, 3×3); `y` is `[n, c_out, h, w]`.
 pub(super) fn conv_relu(
     x: &[f32],
     n: usize,
-    weight: &[f32],
+    (weight, key): (&[f32], super::cache::Key),
     bias: &[f32],
     g: &ConvGeometry,
     y: &mut [f32],
@@ -189,7 +123,9 @@ pub(super) fn conv_relu(
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let per_image = th * tw;
     let tiles = n * per_image;
-    let u = cached_weights(weight, c_out, c_in);
+    let u = super::cache::rearranged(super::cache::Kind::Winograd, key, weight, |w| {
+        transform_weights(w, c_out, c_in)
+    });
     // V[c][ξ][tile]: the input transform, one task per input channel
     let mut v = vec![0f32; 16 * c_in * tiles];
     v.par_chunks_mut(16 * tiles)
@@ -304,7 +240,14 @@ mod tests {
                 conv_relu_image(img, &wt, &b, &g, &mut cols, out, false);
             }
             let mut got = vec![f32::NAN; n * c_out * h * w];
-            conv_relu(&x, n, &wt, &b, &g, &mut got);
+            conv_relu(
+                &x,
+                n,
+                (&wt, super::super::cache::Key::Contents),
+                &b,
+                &g,
+                &mut got,
+            );
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = got
                 .iter()
