@@ -203,7 +203,7 @@ pub fn backproject(
 /// of `out_side`: `[n, c_in, out_side, out_side]`.
 ///
 /// Per image a GEMM (`Wᵀ · x` gives every kernel tap's contribution, `[c_in·k·k, h·w]`) and a
-/// col2im scatter-add ([`crate::ops::conv::conv_transpose_host`], shared with the conv backward),
+/// col2im scatter-add over the box of the nonzero values ([`crate::ops::conv::conv_transpose_host`]),
 /// several times faster than candle's direct-loop conv_transpose2d on the CPU; other devices use
 /// candle's ([`crate::ops::portable::conv_transpose`]).
 pub fn conv_transpose(
@@ -240,7 +240,11 @@ pub fn conv_transpose(
             .to_device(&Device::Cpu)?
             .to_vec1::<f32>()?)
     };
-    let out = crate::ops::conv::conv_transpose_host(&host(x)?, n, &host(weight)?, &g);
+    // the weights are read in place (copying conv1–5's 15 MB cost a projection several ms)
+    let signal = host(x)?;
+    let out = crate::ops::with_host_slice(weight, |w| {
+        crate::ops::conv::conv_transpose_host(&signal, n, w, &g)
+    })?;
     Ok(Tensor::from_vec(
         out,
         (n, c_in, out_side, out_side),

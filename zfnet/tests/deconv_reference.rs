@@ -388,14 +388,40 @@ fn explicit_unit_and_bad_selections() {
     assert!(project(&model.net, &trace, 2, 0, &Selection::Units(vec![(13, 0)])).is_err());
 }
 
+/// Our transposed convolution (GEMM + col2im over the box of the nonzero values) against
+/// candle's direct loop: dense signals, a single unit, a box at a corner (the padding's edge) and
+/// an image of zeros beside a nonzero one, at conv1's and conv2's geometries narrowed.
 #[test]
 fn gemm_conv_transpose_equals_candles() {
-    let w = Tensor::randn(0f32, 1.0, (8, 5, 5, 5), &Device::Cpu).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (2, 8, 26, 26), &Device::Cpu).unwrap();
-    let ours = zfnet::deconv::conv_transpose(&x, &w, 2, 0, 55).unwrap();
-    let theirs = x.conv_transpose2d(&w, 0, 0, 2, 1).unwrap();
-    let err = max_abs_diff(&ours, &theirs);
-    assert!(err < 1e-4, "{err}");
+    for (c_out, c_in, k, stride, padding, side) in [(8, 5, 5, 2, 0, 55), (6, 3, 7, 2, 1, 45)] {
+        let w = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &Device::Cpu).unwrap();
+        let out = (side + 2 * padding - k) / stride + 1;
+        let dense = Tensor::randn(0f32, 1.0, (2, c_out, out, out), &Device::Cpu).unwrap();
+        let mut masks = vec![vec![1f32; 2 * c_out * out * out]];
+        let at = |i: usize, c: usize, y: usize, x: usize| ((i * c_out + c) * out + y) * out + x;
+        let mut unit = vec![0f32; 2 * c_out * out * out];
+        unit[at(0, 1, out / 2, out / 3)] = 1.0;
+        unit[at(1, 0, 0, out - 1)] = 1.0;
+        masks.push(unit);
+        let mut corner = vec![0f32; 2 * c_out * out * out];
+        for c in 0..c_out {
+            for y in 0..3 {
+                for x in out - 4..out {
+                    corner[at(1, c, y, x)] = 1.0; // image 0 stays all zero
+                }
+            }
+        }
+        masks.push(corner);
+        for mask in masks {
+            let mask = Tensor::from_vec(mask, (2, c_out, out, out), &Device::Cpu).unwrap();
+            let x = (&dense * &mask).unwrap();
+            let ours = zfnet::deconv::conv_transpose(&x, &w, stride, padding, side).unwrap();
+            let theirs = x.conv_transpose2d(&w, padding, 0, stride, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let err = max_abs_diff(&ours, &theirs);
+            assert!(err < 1e-4, "k{k}/{stride} p{padding}: {err}");
+        }
+    }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

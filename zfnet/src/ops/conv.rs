@@ -20,7 +20,7 @@ mod cache;
 mod columns;
 mod direct;
 mod winograd;
-use columns::{col2im, im2col, im2col_par};
+use columns::{col2im, col2im_region, im2col, im2col_par};
 
 /// A kernel that can be turned off for the whole process: on unless its environment variable is
 /// `0`, or as last set (benches compare both ways in one run).
@@ -301,27 +301,66 @@ fn conv_relu_host(
 
 /// The transposed convolution of `n` images `[c_out, oh, ow]` with conv weights
 /// `[c_out, c_in, k, k]`: the adjoint of the convolution with geometry `g`, `[n, c_in, h, w]`.
+///
+/// Only the output positions inside the box of an image's nonzero values are multiplied and
+/// scattered back: a single unit's projection (the deconvnet's usual signal) is a 3×3 box at
+/// conv4 and about a third of conv1's and conv2's maps.
 pub fn conv_transpose_host(x: &[f32], n: usize, weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let mut out = vec![0f32; n * g.input_len()];
     let par = inner_parallelism(n);
+    let (oh, ow) = g.out_hw();
     out.par_chunks_mut(g.input_len())
         .zip(x.par_chunks(g.output_len()))
         .for_each_init(
-            || vec![0f32; g.rows() * g.cols()],
-            |cols, (dst, img)| {
-                // Wᵀ [rows, c_out] · x [c_out, cols]
+            || (Vec::new(), Vec::new()),
+            |(cols, boxed), (dst, img)| {
+                let Some((ys, xs)) = nonzero_box(img, (oh, ow)) else {
+                    return; // all zero: so is the result
+                };
+                let len = ys.len() * xs.len();
+                let img = if len == oh * ow {
+                    img
+                } else {
+                    boxed.clear();
+                    for plane in img.chunks_exact(oh * ow) {
+                        for y in ys.clone() {
+                            boxed.extend_from_slice(&plane[y * ow..][xs.clone()]);
+                        }
+                    }
+                    &boxed[..]
+                };
+                cols.resize(g.rows() * len, 0.0);
+                // Wᵀ [rows, c_out] · x [c_out, box]
                 sgemm(
-                    (g.rows(), g.cols(), g.c_out),
+                    (g.rows(), len, g.c_out),
                     Mat::transposed(weight, g.rows()),
-                    Mat::rows(img, g.cols()),
+                    Mat::rows(img, len),
                     cols,
                     false,
                     par,
                 );
-                col2im(cols, g, dst);
+                col2im_region(cols, g, (ys, xs), dst);
             },
         );
     out
+}
+
+/// The rows and columns of the smallest box holding every nonzero value of `[c, h, w]` planes.
+fn nonzero_box(
+    img: &[f32],
+    (h, w): (usize, usize),
+) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let (mut y0, mut y1, mut x0, mut x1) = (h, 0, w, 0);
+    for plane in img.chunks_exact(h * w) {
+        for (y, row) in plane.chunks_exact(w).enumerate() {
+            if let Some(first) = row.iter().position(|&v| v != 0.0) {
+                let last = row.iter().rposition(|&v| v != 0.0).unwrap_or(first);
+                (y0, y1) = (y0.min(y), y1.max(y + 1));
+                (x0, x1) = (x0.min(first), x1.max(last + 1));
+            }
+        }
+    }
+    (y0 < y1).then_some((y0..y1, x0..x1))
 }
 
 /// Fused `relu(conv2d(x, weight) + bias)` that candle can differentiate (CPU; other devices use

@@ -96,18 +96,30 @@ pub(super) fn im2col(x: &[f32], g: &ConvGeometry, cols: &mut [f32]) {
 /// zeroed by the caller or hold what to add to).
 pub(super) fn col2im(cols: &[f32], g: &ConvGeometry, out: &mut [f32]) {
     let (oh, ow) = g.out_hw();
+    col2im_region(cols, g, (0..oh, 0..ow), out)
+}
+
+/// [`col2im`] for the columns of the output positions `ys × xs` only (`cols` is
+/// `[c_in·k·k, ys.len()·xs.len()]`).
+pub(super) fn col2im_region(
+    cols: &[f32],
+    g: &ConvGeometry,
+    (ys, xs): (std::ops::Range<usize>, std::ops::Range<usize>),
+    out: &mut [f32],
+) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    for (r, row) in cols.chunks(oh * ow).enumerate() {
+    let (bh, bw) = (ys.len(), xs.len());
+    for (r, row) in cols.chunks(bh * bw).enumerate() {
         let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
         let plane = &mut out[ci * g.h * g.w..][..g.h * g.w];
-        for oy in 0..oh {
+        for (dy, oy) in ys.clone().enumerate() {
             let iy = (oy * s + ky) as isize - p;
             if iy < 0 || iy >= g.h as isize {
                 continue;
             }
             let dst = &mut plane[iy as usize * g.w..][..g.w];
-            for (ox, &v) in row[oy * ow..][..ow].iter().enumerate() {
-                let ix = (ox * s + kx) as isize - p;
+            for (dx, &v) in row[dy * bw..][..bw].iter().enumerate() {
+                let ix = ((xs.start + dx) * s + kx) as isize - p;
                 if ix >= 0 && (ix as usize) < g.w {
                     dst[ix as usize] += v;
                 }
