@@ -6,7 +6,9 @@
 //! with ONNX Runtime is `tools/bench_ort.py`, which runs this binary's numbers against ORT's.
 //!
 //! `cargo bench -p zfnet --bench forward [-- BATCH...]` (the default model's fc 1024 and 10
-//! classes; `ZFVIS_BENCH_FC=4096 ZFVIS_BENCH_CLASSES=1000` for the paper's head)
+//! classes; `ZFVIS_BENCH_FC=4096 ZFVIS_BENCH_CLASSES=1000` for the paper's head;
+//! `ZFVIS_BENCH_STDIN=1` answers each batch size read from stdin with the milliseconds of one
+//! whole forward, so that `tools/bench_ort.py` can alternate it with ONNX Runtime run by run)
 
 mod common;
 use common::median_ms;
@@ -65,6 +67,32 @@ unsafe fn fma_loop(iters: usize, seed: f32) -> f32 {
     out.iter().sum()
 }
 
+/// A kernel's name, the conv layers it runs and its on/off switch.
+type Kernel = (&'static str, std::ops::Range<usize>, fn(bool));
+
+/// One whole forward per batch size read from stdin (a line each), its milliseconds printed.
+fn answer_stdin(net: &zfnet::ZfNet) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut inputs = std::collections::HashMap::new();
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let n: usize = line?.trim().parse()?;
+        let x = match inputs.entry(n) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let x = Tensor::randn(0f32, 1.0, (n, 3, 224, 224), &Device::Cpu)?;
+                net.forward_trace(&x)?; // warm-up: caches, rearranged weights
+                e.insert(x)
+            }
+        };
+        let t = std::time::Instant::now();
+        net.forward_trace(x)?;
+        writeln!(out, "{}", t.elapsed().as_secs_f64() * 1e3)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("ZFVIS_BENCH_KEEP").is_some() {
         common::keep_freed_memory();
@@ -87,6 +115,9 @@ fn main() -> anyhow::Result<()> {
             zfnet::ZfNet::from_tensors(arch, tensors, &device)?
         }
     };
+    if std::env::var_os("ZFVIS_BENCH_STDIN").is_some() {
+        return answer_stdin(&net);
+    }
     let (fc, classes) = (net.fc_width(), net.num_classes());
     let peak = fma_peak();
     let batches: Vec<usize> = std::env::args()
@@ -169,30 +200,39 @@ fn main() -> anyhow::Result<()> {
             1e3 / whole,
             100.0 * total_flop / whole * 1e3 / peak
         );
-        // conv3–5 by Winograd F(2×2, 3×3) against the direct im2col + GEMM, interleaved run by
-        // run so both see the same machine
-        let mut times = [Vec::new(), Vec::new()];
-        for _ in 0..runs.max(9) {
-            for (k, on) in [(0, true), (1, false)] {
-                zfnet::ops::conv::set_winograd(on);
-                let t = std::time::Instant::now();
-                for i in 2..5 {
-                    net.convs[i]
-                        .forward(trace.convs[i - 1].output())
-                        .expect("conv");
+        // each kernel against im2col + GEMM on its layers, interleaved run by run so both see
+        // the same machine
+        let kernels: [Kernel; 2] = [
+            ("conv1-2: direct kernel", 0..2, zfnet::ops::conv::set_direct),
+            ("conv3-5: Winograd", 2..5, zfnet::ops::conv::set_winograd),
+        ];
+        for (name, layers, set) in kernels {
+            let mut times = [Vec::new(), Vec::new()];
+            for _ in 0..runs.max(9) {
+                for (k, on) in [(0, true), (1, false)] {
+                    set(on);
+                    let t = std::time::Instant::now();
+                    for i in layers.clone() {
+                        let input = if i == 0 {
+                            &x
+                        } else {
+                            trace.convs[i - 1].output()
+                        };
+                        net.convs[i].forward(input).expect("conv");
+                    }
+                    times[k].push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
                 }
-                times[k].push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
             }
+            set(true);
+            let [fast, gemm] = times.map(|mut t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            });
+            println!(
+                "{name} {fast:.2} ms/image, im2col + GEMM {gemm:.2} ms/image ({:.2}× faster)",
+                gemm / fast
+            );
         }
-        zfnet::ops::conv::set_winograd(true);
-        let [wino, direct] = times.map(|mut t| {
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        });
-        println!(
-            "conv3-5: Winograd {wino:.2} ms/image, direct {direct:.2} ms/image ({:.2}× faster)",
-            direct / wino
-        );
     }
     Ok(())
 }
