@@ -15,7 +15,10 @@ idle time and another program's run, not back to back:
   batch-1 latency: zfvis ms, ORT ms, zfvis ÷ ORT (goal ≤ 0.8)
   batch-32 throughput: zfvis img/s, ORT img/s, zfvis ÷ ORT (goal ≥ 1.2)
 then one full run of the forward bench (per-layer times, shares of the FMA peak, the kernels
-against im2col + GEMM).
+against im2col + GEMM). Last, the occlusion sweep the speed issue names (48-px square, stride 16:
+196 positions): ORT runs its 196 occluded images in batches of 16, zfvis its incremental sweep
+(`cargo bench -p zfnet --bench occlusion` with ZFVIS_BENCH_ONLY=incremental), alternating, three
+times each; the goal is zfvis ≥ 5× faster.
 
 Usage (needs onnx, onnxruntime, numpy, safetensors; ~/.cache/zfvis/pyref has them):
   ~/.cache/zfvis/pyref/bin/python tools/bench_ort.py [model-weights/zfnet-imagenette.safetensors]
@@ -171,6 +174,30 @@ def main():
           f"zfvis/ORT time {z1 / ort1:.2f} (goal <= 0.80)")
     print(f"batch-32 throughput, alternating: zfvis {1e3 / z32:7.1f} img/s, ORT {1e3 / ort32:7.1f} img/s -> "
           f"zfvis/ORT throughput {ort32 / z32:.2f} (goal >= 1.20)")
+
+    # the occlusion sweep: 196 occluded copies of one image through ORT in batches of 16, against
+    # zfvis's incremental sweep (which recomputes only the occluder's reach in every layer)
+    grid, size, stride = 14, 48, 16
+    image = rng.standard_normal((3, 224, 224), dtype=np.float32)
+    occluded = np.repeat(image[None], grid * grid, axis=0)
+    for p in range(grid * grid):
+        cy, cx = (p // grid) * stride + stride // 2, (p % grid) * stride + stride // 2
+        occluded[p, :, max(cy - size // 2, 0):cy + size // 2, max(cx - size // 2, 0):cx + size // 2] = 0.0
+    sweeps = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for b in range(0, grid * grid, 16):
+            sess.run(None, {"input": occluded[b:b + 16]})
+        ort_s = time.perf_counter() - t
+        time.sleep(0.02)
+        out = subprocess.run(["cargo", "bench", "-q", "-p", "zfnet", "--bench", "occlusion"], cwd=ROOT,
+                             env=dict(env, ZFVIS_BENCH_ONLY="incremental"), capture_output=True, text=True,
+                             check=True).stdout
+        sweeps.append((ort_s, float(re.search(r"incremental\s+([\d.]+) s", out).group(1))))
+        time.sleep(0.02)
+    ort_s, z_s = (sorted(v)[1] for v in zip(*sweeps))
+    print(f"occlusion sweep, 196 positions:   zfvis {z_s:7.2f} s (incremental), ORT {ort_s:7.2f} s "
+          f"(batches of 16) -> {ort_s / z_s:.1f}x faster (goal >= 5)")
 
 
 if __name__ == "__main__":
