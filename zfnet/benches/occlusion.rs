@@ -2,7 +2,8 @@
 //! default model's shape: naive (one forward per position), batched, incremental, in one run.
 //!
 //! `cargo bench -p zfnet --bench occlusion` (`ZFVIS_BENCH_WEIGHTS=model.safetensors` for a real
-//! model; `ZFVIS_BENCH_ONLY=incremental` times that method alone, as `tools/bench_ort.py` does)
+//! model; `ZFVIS_BENCH_ONLY=incremental` times that method alone, and `ZFVIS_BENCH_KEEP=1` keeps
+//! freed pages as the server does, both as `tools/bench_ort.py` runs it)
 
 /// The allocator the zfvis binary uses, so timings match it.
 mod common;
@@ -17,6 +18,9 @@ use zfnet::manifest::Preprocess;
 use zfnet::occlusion::{sweep, Method, OcclusionParams};
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("ZFVIS_BENCH_KEEP").is_some() {
+        common::keep_freed_memory(); // as `zfvis serve` does
+    }
     let device = Device::Cpu;
     let arch = Architecture::Zfnet;
     let net = match std::env::var_os("ZFVIS_BENCH_WEIGHTS") {

@@ -8,23 +8,33 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn close(a: &[f32], b: &[f32], what: &str) {
+fn close(a: &[f32], b: &[f32], rel: f32, what: &str) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
-            (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-3),
+            (x - y).abs() <= rel * x.abs().max(y.abs()).max(1e-3),
             "{what}[{i}]: {x} vs {y}"
         );
     }
 }
 
-fn same(a: &OcclusionResult, b: &OcclusionResult) {
+/// The methods sum in different orders (Winograd or the direct kernel on whole maps, im2col +
+/// GEMM on the windows), so they agree to float rounding. A probability moves relatively by its
+/// logit's change, and a logit of magnitude L carries rounding of about 1e-6·L: for a model whose
+/// logits are in the hundreds (an ONNX import fed 0–255 pixels) that is above 1e-4.
+fn same(a: &OcclusionResult, b: &OcclusionResult, max_logit: f32) {
     assert_eq!(a.grid, b.grid);
     assert_eq!(a.strongest_map, b.strongest_map);
     assert_eq!(a.class, b.class);
-    close(&a.activation, &b.activation, "activation");
-    close(&a.probability, &b.probability, "probability");
-    close(&a.top_probability, &b.top_probability, "top probability");
+    close(&a.activation, &b.activation, 1e-4, "activation");
+    let rel = 1e-4 + 2e-6 * max_logit;
+    close(&a.probability, &b.probability, rel, "probability");
+    close(
+        &a.top_probability,
+        &b.top_probability,
+        rel,
+        "top probability",
+    );
     assert_eq!(a.top_class, b.top_class);
 }
 
@@ -60,6 +70,12 @@ fn check_sweeps(
     let bytes = std::fs::read(root().join("web/assets/demo/dog.jpg"))?;
     let prepared = zfnet::preprocess::prepare(&bytes, preprocess)?;
     let input = prepared.to_tensor(&device)?;
+    let logits = net
+        .forward_trace(&input)?
+        .logits
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let max_logit = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
     let cases = [
         OcclusionParams {
             size: 64,
@@ -84,8 +100,8 @@ fn check_sweeps(
         let run = |m| sweep(net, preprocess, &input, &params, m, &|_, _| true);
         let naive = run(Method::Naive)?;
         assert_eq!(naive.activation.len(), params.grid() * params.grid());
-        same(&naive, &run(Method::Batched)?);
-        same(&naive, &run(Method::Incremental)?);
+        same(&naive, &run(Method::Batched)?, max_logit);
+        same(&naive, &run(Method::Incremental)?, max_logit);
         // occluding changes something, and the unoccluded values are the base
         assert!(naive
             .activation

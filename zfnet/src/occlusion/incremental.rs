@@ -6,7 +6,7 @@
 use super::OcclusionParams;
 use crate::arch::INPUT_SIZE;
 use crate::model::ZfNet;
-use crate::ops::conv::{conv_relu_image, ConvGeometry};
+use crate::ops::conv::{conv_relu_window, ConvGeometry};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -75,6 +75,8 @@ struct Stage {
     /// After max pooling, where the layer has one.
     pooled: Option<Base>,
     weight: Vec<f32>,
+    /// The tensor `weight` was read from.
+    weight_tensor: Tensor,
     bias: Vec<f32>,
 }
 
@@ -106,6 +108,7 @@ pub(super) fn incremental(
                 .flatten_all()?
                 .to_device(&Device::Cpu)?
                 .to_vec1::<f32>()?,
+            weight_tensor: conv.weight.clone(),
             bias: conv.bias.to_device(&Device::Cpu)?.to_vec1::<f32>()?,
         });
     }
@@ -146,7 +149,7 @@ pub(super) fn incremental(
                     below,
                     &patch,
                     act,
-                    &stage.weight,
+                    (&stage.weight_tensor, &stage.weight),
                     &stage.bias,
                     spec.kernel,
                     spec.stride,
@@ -216,7 +219,7 @@ fn conv_patch(
     input: &Base,
     patch: &Window,
     output: &Base,
-    weight: &[f32],
+    weight: (&Tensor, &[f32]),
     bias: &[f32],
     k: usize,
     s: usize,
@@ -256,7 +259,7 @@ fn conv_patch(
         w: ww,
     };
     let mut values = vec![0f32; output.c * oh * ow];
-    conv_relu_image(&window, weight, bias, &g, cols, &mut values, false);
+    conv_relu_window(&window, weight, bias, &g, cols, &mut values);
     Window {
         y0: oy0,
         y1: oy1,

@@ -56,7 +56,8 @@ impl Switch {
 
 /// Winograd F(2×2, 3×3) for 3×3 stride-1 layers ([`winograd`]); `ZFVIS_WINOGRAD=0` turns it off.
 static WINOGRAD: Switch = Switch::new("ZFVIS_WINOGRAD");
-/// The direct kernel for strided layers ([`direct`]); `ZFVIS_DIRECT_CONV=0` turns it off.
+/// The direct kernel for the layers Winograd does not take ([`direct`]); `ZFVIS_DIRECT_CONV=0`
+/// turns it off.
 static DIRECT: Switch = Switch::new("ZFVIS_DIRECT_CONV");
 
 /// Turns Winograd on or off for the whole process.
@@ -64,7 +65,7 @@ pub fn set_winograd(on: bool) {
     WINOGRAD.set(on)
 }
 
-/// Turns the direct kernel of strided layers on or off for the whole process.
+/// Turns the direct kernel on or off for the whole process.
 pub fn set_direct(on: bool) {
     DIRECT.set(on)
 }
@@ -297,6 +298,29 @@ fn conv_relu_host(
             conv_relu_image(img, weight, bias, g, cols, y, n == 1)
         });
     out
+}
+
+/// `relu(conv(x) + bias)` of one image into `y` (`[c_out, oh·ow]`) by the direct kernel where it
+/// applies, else im2col + GEMM on this thread; `weight` is the tensor `w` was read from (its rearranged form is found
+/// by its id). For the occlusion windows, which run in parallel by position.
+pub(crate) fn conv_relu_window(
+    x: &[f32],
+    (weight, w): (&Tensor, &[f32]),
+    bias: &[f32],
+    g: &ConvGeometry,
+    cols: &mut Vec<f32>,
+    y: &mut [f32],
+) {
+    if direct::applies(g) && DIRECT.on() {
+        let key = if weight.is_variable() || !weight.is_contiguous() {
+            cache::Key::Contents
+        } else {
+            cache::Key::Tensor(weight.id())
+        };
+        direct::conv_relu(x, 1, (w, key), bias, g, y);
+    } else {
+        conv_relu_image(x, w, bias, g, cols, y, false);
+    }
 }
 
 /// The transposed convolution of `n` images `[c_out, oh, ow]` with conv weights

@@ -1,5 +1,6 @@
-//! Direct convolution for the strided layers (ZFNet's conv1 7×7/2 and conv2 5×5/2, AlexNet's
-//! conv1 11×11/4): no im2col. On a copy of the image with a zero border of `padding`, channels
+//! Direct convolution for the layers Winograd does not take (ZFNet's conv1 7×7/2 and conv2 5×5/2,
+//! AlexNet's conv1 11×11/4 and conv2 5×5/1, the occlusion sweep's unpadded 3×3 windows): no
+//! im2col. On a copy of the image with a zero border of `padding`, channels
 //! innermost (`[hp, wp, c_in]`), output position `q = oy·ow + ox` and reduction index
 //! `k = (ky·K + kx)·c_in + ci` read one input value at a sum of two offsets:
 //!
@@ -27,7 +28,8 @@ const MAPS: usize = 16;
 /// Output positions per tile.
 const POSITIONS: usize = 6;
 
-/// Whether [`conv_relu`] applies: a strided convolution on a CPU with AVX2 and FMA.
+/// Whether [`conv_relu`] applies: any convolution on a CPU with AVX2 and FMA (the forward gives the
+/// 3×3 stride-1 padded layers to Winograd first).
 pub(super) fn applies(g: &ConvGeometry) -> bool {
     g.stride >= 1 && g.cols() > 0 && avx2_fma()
 }
