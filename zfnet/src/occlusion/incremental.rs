@@ -235,17 +235,25 @@ fn conv_patch(
     let iy0 = (oy0 * s) as isize - p as isize;
     let ix0 = (ox0 * s) as isize - p as isize;
     let mut window = vec![0f32; input.c * wh * ww];
+    // each row of the window: the base's values where it lies on the image (zero elsewhere),
+    // then the patch's over them where the patch reaches (what `Window::get` gives, by runs)
+    let xa = ix0.max(0) as usize;
+    let xb = (ix0 + ww as isize).clamp(0, input.w as isize) as usize;
+    let (pa, pb) = (patch.x0.max(xa), patch.x1.min(xb));
+    let pw = patch.x1 - patch.x0;
     for c in 0..input.c {
         for dy in 0..wh {
             let y = iy0 + dy as isize;
-            if y < 0 || y >= input.h as isize {
+            if y < 0 || y >= input.h as isize || xa >= xb {
                 continue;
             }
-            for dx in 0..ww {
-                let x = ix0 + dx as isize;
-                if x >= 0 && x < input.w as isize {
-                    window[(c * wh + dy) * ww + dx] = patch.get(input, c, y as usize, x as usize);
-                }
+            let y = y as usize;
+            let row = &mut window[(c * wh + dy) * ww..][..ww];
+            let at = |x: usize| (x as isize - ix0) as usize;
+            row[at(xa)..at(xb)].copy_from_slice(&input.data[(c * input.h + y) * input.w..][xa..xb]);
+            if (patch.y0..patch.y1).contains(&y) && pa < pb {
+                let src = &patch.values[(c * (patch.y1 - patch.y0) + y - patch.y0) * pw..][..pw];
+                row[at(pa)..at(pb)].copy_from_slice(&src[pa - patch.x0..pb - patch.x0]);
             }
         }
     }
