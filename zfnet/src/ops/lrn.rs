@@ -43,6 +43,12 @@ impl LrnParams {
         k: 2.0,
     };
 
+    /// The channels in channel `ch`'s window, of `c`.
+    #[inline(always)]
+    fn window(&self, ch: usize, c: usize) -> std::ops::RangeInclusive<usize> {
+        ch.saturating_sub(self.size / 2)..=(ch + (self.size - 1) / 2).min(c - 1)
+    }
+
     /// `d^−beta`, with a fast path for the paper's 0.75 (`powf` dominates the op otherwise).
     #[inline(always)]
     fn pow_neg_beta(&self, d: f32) -> f32 {
@@ -76,11 +82,9 @@ fn window_sums(
     p: LrnParams,
     sums: &mut Vec<f32>,
 ) {
-    let lo = ch.saturating_sub(p.size / 2);
-    let hi = (ch + (p.size - 1) / 2).min(c - 1);
     sums.clear();
     sums.resize(px.len(), 0.0);
-    for q in lo..=hi {
+    for q in p.window(ch, c) {
         for (s, &a) in sums.iter_mut().zip(&img[q * plane..][px.clone()]) {
             *s += a * a;
         }
@@ -116,14 +120,12 @@ fn forward_channel(
 ) {
     const LANES: usize = 16;
     let scale = p.alpha / p.size as f32;
-    let lo = ch.saturating_sub(p.size / 2);
-    let hi = (ch + (p.size - 1) / 2).min(c - 1);
     let a = &img[ch * plane..][px.clone()];
     let whole = px.len() / LANES * LANES;
     for (i, o) in out[..whole].chunks_exact_mut(LANES).enumerate() {
         let start = px.start + i * LANES;
         let mut s = [0f32; LANES];
-        for q in lo..=hi {
+        for q in p.window(ch, c) {
             let aq = &img[q * plane + start..][..LANES];
             for l in 0..LANES {
                 s[l] += aq[l] * aq[l];
