@@ -37,7 +37,7 @@ use crate::model::{Trace, ZfNet};
 use crate::ops::lrn::lrn_backward;
 use crate::ops::maxpool::max_unpool;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 /// Which activations of the chosen feature map start the projection.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,17 +234,13 @@ pub fn conv_transpose(
     if crate::ops::use_portable(x) {
         return crate::ops::portable::conv_transpose(x, weight, stride, padding, out_side);
     }
-    let host = |t: &Tensor| -> Result<Vec<f32>> {
-        Ok(t.to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f32>()?)
-    };
-    // the weights are read in place (copying conv1–5's 15 MB cost a projection several ms)
-    let signal = host(x)?;
-    let out = crate::ops::with_host_slice(weight, |w| {
-        crate::ops::conv::conv_transpose_host(&signal, n, w, &g)
-    })?;
+    // both read in place where they are contiguous CPU tensors (copying conv1–5's 15 MB of
+    // weights cost a projection several ms)
+    let out = crate::ops::with_host_slice(x, |signal| {
+        crate::ops::with_host_slice(weight, |w| {
+            crate::ops::conv::conv_transpose_host(signal, n, w, &g)
+        })
+    })??;
     Ok(Tensor::from_vec(
         out,
         (n, c_in, out_side, out_side),

@@ -312,12 +312,7 @@ pub(crate) fn conv_relu_window(
     y: &mut [f32],
 ) {
     if direct::applies(g) && DIRECT.on() {
-        let key = if weight.is_variable() || !weight.is_contiguous() {
-            cache::Key::Contents
-        } else {
-            cache::Key::Tensor(weight.id())
-        };
-        direct::conv_relu(x, 1, (w, key), bias, g, y);
+        direct::conv_relu(x, 1, (w, cache::Key::of(weight)), bias, g, y);
     } else {
         conv_relu_image(x, w, bias, g, cols, y, false);
     }
@@ -401,17 +396,10 @@ pub fn conv2d_relu(
         let c = bias.dim(0)?;
         return Ok(y.broadcast_add(&bias.reshape((1, c, 1, 1))?)?.relu()?);
     }
-    // a contiguous tensor that is not a variable never changes: its rearranged forms are
-    // found by its id (a non-contiguous one is copied, under a new id, at every call)
-    let key = if weight.is_variable() || !weight.is_contiguous() {
-        cache::Key::Contents
-    } else {
-        cache::Key::Tensor(weight.id())
-    };
     let op = ConvReluOp {
         stride,
         padding,
-        key,
+        key: cache::Key::of(weight),
     };
     Ok(x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?)

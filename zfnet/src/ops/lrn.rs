@@ -105,9 +105,8 @@ fn denominators(img: &[f32], c: usize, plane: usize, p: LrnParams) -> Vec<f32> {
     out
 }
 
-/// Channel `ch` of one image's LRN output at pixels `px` into `out` (`px.len()` values), in one
-/// pass over the window's planes: each pixel's sum of squares stays in a register, added in
-/// [`window_sums`]'s order (so the two agree to the bit). `sums` is scratch space for the tail.
+/// Channel `ch` of one image's LRN output at pixels `px` into `out` (`px.len()` values); `sums`
+/// is scratch space.
 #[inline(always)]
 fn forward_channel(
     img: &[f32],
@@ -118,27 +117,9 @@ fn forward_channel(
     sums: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    const LANES: usize = 16;
     let scale = p.alpha / p.size as f32;
-    let a = &img[ch * plane..][px.clone()];
-    let whole = px.len() / LANES * LANES;
-    for (i, o) in out[..whole].chunks_exact_mut(LANES).enumerate() {
-        let start = px.start + i * LANES;
-        let mut s = [0f32; LANES];
-        for q in p.window(ch, c) {
-            let aq = &img[q * plane + start..][..LANES];
-            for l in 0..LANES {
-                s[l] += aq[l] * aq[l];
-            }
-        }
-        let ai = &a[i * LANES..][..LANES];
-        for l in 0..LANES {
-            o[l] = ai[l] * p.pow_neg_beta(p.k + scale * s[l]);
-        }
-    }
-    let tail = px.start + whole..px.end;
-    window_sums(img, ch, (c, plane), tail, p, sums);
-    for ((o, &a), &s) in out[whole..].iter_mut().zip(&a[whole..]).zip(sums.iter()) {
+    window_sums(img, ch, (c, plane), px.clone(), p, sums);
+    for ((o, &a), &s) in out.iter_mut().zip(&img[ch * plane..][px]).zip(sums.iter()) {
         *o = a * p.pow_neg_beta(p.k + scale * s);
     }
 }

@@ -27,6 +27,19 @@ pub(crate) enum Key {
     Contents,
 }
 
+impl Key {
+    /// How `weight`'s rearranged forms are found: by id for a contiguous tensor that is not a
+    /// variable (it never changes; a non-contiguous one is copied, under a new id, at every
+    /// call), by contents otherwise.
+    pub(crate) fn of(weight: &candle_core::Tensor) -> Key {
+        if weight.is_variable() || !weight.is_contiguous() {
+            Key::Contents
+        } else {
+            Key::Tensor(weight.id())
+        }
+    }
+}
+
 /// What an entry is found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Found {
