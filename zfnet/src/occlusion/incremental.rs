@@ -2,11 +2,15 @@
 //! projective field, so every layer recomputes just that window ([`Window`]) from the unoccluded
 //! activations ([`Base`]): conv on the window's input, LRN and pooling on the window. The head
 //! then runs batched over positions (the idea of Krypton, Nakandala et al., SIGMOD 2019).
+//!
+//! Positions go through the layers together, [`GROUP`] at a time, so that one layer's windows of
+//! every position in the group make one batch ([`conv_relu_windows`]): a conv3 window is a
+//! dozen Winograd tiles, sixteen of them fill a GEMM.
 
 use super::OcclusionParams;
 use crate::arch::INPUT_SIZE;
 use crate::model::ZfNet;
-use crate::ops::conv::{conv_relu_window, ConvGeometry};
+use crate::ops::conv::{conv_relu_windows, WindowConv};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -80,6 +84,9 @@ struct Stage {
     bias: Vec<f32>,
 }
 
+/// Positions swept through the layers together.
+const GROUP: usize = 16;
+
 /// Per position: the strongest conv5 map's sum and the class probabilities.
 pub(super) fn incremental(
     net: &ZfNet,
@@ -120,84 +127,90 @@ pub(super) fn incremental(
         .ok_or_else(|| Error::Shape("conv5 has no pool".into()))?;
     let grid = params.grid();
     let total = grid * grid;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let cancelled = std::sync::atomic::AtomicBool::new(false);
-    let positions: Vec<(f32, Vec<f32>)> = (0..total)
-        .into_par_iter()
-        .map_init(Vec::new, |cols, p| {
-            if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                return (0.0, Vec::new());
-            }
-            let (y0, y1, x0, x1) = params.square(p / grid, p % grid);
-            let mut values = vec![0f32; 3 * (y1 - y0) * (x1 - x0)];
-            for (c, &v) in fill.iter().enumerate() {
-                values[c * (y1 - y0) * (x1 - x0)..(c + 1) * (y1 - y0) * (x1 - x0)].fill(v);
-            }
-            let mut patch = Window {
-                y0,
-                y1,
-                x0,
-                x1,
-                values,
-            };
-            let mut below = &input_base;
-            let mut map_sum = 0.0;
-            for (i, stage) in stages.iter().enumerate() {
-                let spec = net.convs[i].spec;
-                let act = &stage.activation;
-                patch = conv_patch(
-                    below,
-                    &patch,
-                    act,
-                    (&stage.weight_tensor, &stage.weight),
-                    &stage.bias,
-                    spec.kernel,
-                    spec.stride,
-                    spec.padding,
-                    cols,
-                );
-                if i == 4 {
-                    // summed whole rather than as base − outside + inside: when the occluder
-                    // takes most of a strong map away, that difference loses the digits left
-                    map_sum = (0..h5)
-                        .flat_map(|y| (0..w5).map(move |x| (y, x)))
-                        .map(|(y, x)| patch.get(act, strongest_map, y, x))
-                        .sum();
+    let mut positions: Vec<(f32, Vec<f32>)> = Vec::with_capacity(total);
+    let all: Vec<usize> = (0..total).collect();
+    // the windows' inputs and outputs, kept across layers and groups: megabytes that, freed and
+    // allocated again, came back as fresh pages zeroed by the system (a fifth of the time)
+    let mut scratch = (Vec::new(), Vec::new());
+    for group in all.chunks(GROUP) {
+        // the occluder over each position's square of the input
+        let mut patches: Vec<Window> = group
+            .iter()
+            .map(|&p| {
+                let (y0, y1, x0, x1) = params.square(p / grid, p % grid);
+                let area = (y1 - y0) * (x1 - x0);
+                Window {
+                    y0,
+                    y1,
+                    x0,
+                    x1,
+                    values: fill
+                        .iter()
+                        .flat_map(|&v| std::iter::repeat_n(v, area))
+                        .collect(),
                 }
-                let mut level = act;
-                if let (Some(norm), Some(params)) = (&stage.normalized, spec.lrn) {
+            })
+            .collect();
+        let mut below = &input_base;
+        let mut sums = vec![0f32; group.len()];
+        for (i, stage) in stages.iter().enumerate() {
+            let spec = net.convs[i].spec;
+            let act = &stage.activation;
+            patches = conv_patches(
+                below,
+                &patches,
+                act,
+                stage,
+                (spec.kernel, spec.stride, spec.padding),
+                &mut scratch,
+            );
+            if i == 4 {
+                // summed whole rather than as base − outside + inside: when the occluder
+                // takes most of a strong map away, that difference loses the digits left
+                sums = patches
+                    .iter()
+                    .map(|patch| {
+                        (0..h5)
+                            .flat_map(|y| (0..w5).map(move |x| (y, x)))
+                            .map(|(y, x)| patch.get(act, strongest_map, y, x))
+                            .sum()
+                    })
+                    .collect();
+            }
+            let mut level = act;
+            if let (Some(norm), Some(params)) = (&stage.normalized, spec.lrn) {
+                patches.par_iter_mut().for_each(|patch| {
                     let area = (patch.y1 - patch.y0) * (patch.x1 - patch.x0);
                     let mut out = vec![0f32; patch.values.len()];
                     crate::ops::lrn::forward_image(&patch.values, &mut out, act.c, area, params);
                     patch.values = out;
-                    level = norm;
-                }
-                if let (Some(pooled), Some(pool)) = (&stage.pooled, spec.pool) {
-                    patch = pool_patch(level, &patch, pooled, pool);
-                    level = pooled;
-                }
-                below = level;
+                });
+                level = norm;
             }
-            // pool5 with the patch applied, flattened for the head
+            if let (Some(pooled), Some(pool)) = (&stage.pooled, spec.pool) {
+                patches = patches
+                    .par_iter()
+                    .map(|patch| pool_patch(level, patch, pooled, pool))
+                    .collect();
+                level = pooled;
+            }
+            below = level;
+        }
+        // pool5 with each patch applied, flattened for the head
+        for (patch, sum) in patches.iter().zip(sums) {
             let mut flat = pool5.data.clone();
             let (ph, pw) = (patch.y1 - patch.y0, patch.x1 - patch.x0);
             for c in 0..pool5.c {
                 for y in patch.y0..patch.y1 {
-                    for x in patch.x0..patch.x1 {
-                        flat[(c * pool5.h + y) * pool5.w + x] =
-                            patch.values[(c * ph + (y - patch.y0)) * pw + (x - patch.x0)];
-                    }
+                    let src = &patch.values[(c * ph + (y - patch.y0)) * pw..][..pw];
+                    flat[(c * pool5.h + y) * pool5.w + patch.x0..][..pw].copy_from_slice(src);
                 }
             }
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if !progress(n, total) {
-                cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            (map_sum, flat)
-        })
-        .collect();
-    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(Error::Cancelled);
+            positions.push((sum, flat));
+        }
+        if !progress(positions.len(), total) {
+            return Err(Error::Cancelled);
+        }
     }
     // the head, batched over positions
     let features = pool5.data.len();
@@ -212,31 +225,99 @@ pub(super) fn incremental(
     Ok(out)
 }
 
-/// The conv layer's output inside the region its occluded input window reaches: conv + bias +
-/// ReLU on just that window of the input (zero padding where the window leaves the image).
-#[allow(clippy::too_many_arguments)]
-fn conv_patch(
+/// Where a conv layer's occluded outputs lie and the input window they read.
+struct Region {
+    /// Output rows `[oy0, oy1)` and columns `[ox0, ox1)`.
+    oy0: usize,
+    oy1: usize,
+    ox0: usize,
+    ox1: usize,
+    /// The input window's first row and column (negative in the zero padding) and its size.
+    iy0: isize,
+    ix0: isize,
+    wh: usize,
+    ww: usize,
+}
+
+impl Region {
+    fn of(patch: &Window, output: &Base, k: usize, s: usize, p: usize) -> Region {
+        let (oy0, oy1) = affected(patch.y0, patch.y1, k, s, p, output.h);
+        let (ox0, ox1) = affected(patch.x0, patch.x1, k, s, p, output.w);
+        // input window rows [oy0·s − p, (oy1 − 1)·s − p + k)
+        Region {
+            oy0,
+            oy1,
+            ox0,
+            ox1,
+            iy0: (oy0 * s) as isize - p as isize,
+            ix0: (ox0 * s) as isize - p as isize,
+            wh: (oy1 - oy0 - 1) * s + k,
+            ww: (ox1 - ox0 - 1) * s + k,
+        }
+    }
+}
+
+/// Each patch's conv layer output inside the region its occluded input reaches: conv + bias +
+/// ReLU on just that window of the input (zero padding where the window leaves the image), the
+/// windows of all the patches in one call; `x` and `y` are scratch for its inputs and outputs.
+fn conv_patches(
     input: &Base,
-    patch: &Window,
+    patches: &[Window],
     output: &Base,
-    weight: (&Tensor, &[f32]),
-    bias: &[f32],
-    k: usize,
-    s: usize,
-    p: usize,
-    cols: &mut Vec<f32>,
-) -> Window {
-    let (oy0, oy1) = affected(patch.y0, patch.y1, k, s, p, output.h);
-    let (ox0, ox1) = affected(patch.x0, patch.x1, k, s, p, output.w);
-    let (oh, ow) = (oy1 - oy0, ox1 - ox0);
-    // input window rows [oy0·s − p, (oy1 − 1)·s − p + k)
-    let wh = (oh - 1) * s + k;
-    let ww = (ow - 1) * s + k;
-    let iy0 = (oy0 * s) as isize - p as isize;
-    let ix0 = (ox0 * s) as isize - p as isize;
-    let mut window = vec![0f32; input.c * wh * ww];
-    // each row of the window: the base's values where it lies on the image (zero elsewhere),
-    // then the patch's over them where the patch reaches (what `Window::get` gives, by runs)
+    stage: &Stage,
+    (k, s, p): (usize, usize, usize),
+    (x, y): &mut (Vec<f32>, Vec<f32>),
+) -> Vec<Window> {
+    let regions: Vec<Region> = patches
+        .iter()
+        .map(|patch| Region::of(patch, output, k, s, p))
+        .collect();
+    x.resize(regions.iter().map(|r| input.c * r.wh * r.ww).sum(), 0.0);
+    let windows = crate::ops::split_lengths_mut(x, regions.iter().map(|r| input.c * r.wh * r.ww));
+    windows
+        .into_par_iter()
+        .zip(patches.par_iter().zip(&regions))
+        .for_each(|(window, (patch, r))| fill_window(input, patch, r, window));
+    let out_len = |r: &Region| output.c * (r.oy1 - r.oy0) * (r.ox1 - r.ox0);
+    y.resize(regions.iter().map(out_len).sum(), 0.0); // every value is written
+    let conv = WindowConv {
+        c_in: input.c,
+        c_out: output.c,
+        k,
+        stride: s,
+    };
+    let sizes: Vec<(usize, usize)> = regions.iter().map(|r| (r.wh, r.ww)).collect();
+    conv_relu_windows(
+        x,
+        &sizes,
+        (&stage.weight_tensor, &stage.weight),
+        &stage.bias,
+        conv,
+        y,
+    );
+    let mut at = 0;
+    regions
+        .iter()
+        .map(|r| {
+            let len = out_len(r);
+            at += len;
+            Window {
+                y0: r.oy0,
+                y1: r.oy1,
+                x0: r.ox0,
+                x1: r.ox1,
+                values: y[at - len..at].to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// The input window `r` reads, `[c, wh, ww]`, into `window`: zero, then the base's values where
+/// it lies on the image, then the patch's over them where the patch reaches (what `Window::get`
+/// gives, by runs).
+fn fill_window(input: &Base, patch: &Window, r: &Region, window: &mut [f32]) {
+    window.fill(0.0);
+    let (wh, ww, iy0, ix0) = (r.wh, r.ww, r.iy0, r.ix0);
     let xa = ix0.max(0) as usize;
     let xb = (ix0 + ww as isize).clamp(0, input.w as isize) as usize;
     let (pa, pb) = (patch.x0.max(xa), patch.x1.min(xb));
@@ -257,55 +338,53 @@ fn conv_patch(
             }
         }
     }
-    let g = ConvGeometry {
-        c_in: input.c,
-        c_out: output.c,
-        k,
-        stride: s,
-        padding: 0,
-        h: wh,
-        w: ww,
-    };
-    let mut values = vec![0f32; output.c * oh * ow];
-    conv_relu_window(&window, weight, bias, &g, cols, &mut values);
-    Window {
-        y0: oy0,
-        y1: oy1,
-        x0: ox0,
-        x1: ox1,
-        values,
-    }
 }
 
-/// The pooled outputs whose windows overlap the patch, from the patched input.
+/// The pooled outputs whose windows overlap the patch, from the patched input: the input
+/// rows and columns they read copied out whole (by runs, as for a conv window), then each
+/// output's window scanned in place (through [`Window::get`] one value at a time, pooling had
+/// cost conv1 as much as its convolution).
 fn pool_patch(
     input: &Base,
     patch: &Window,
     output: &Base,
     pool: crate::ops::maxpool::Pool2d,
 ) -> Window {
-    let (oy0, oy1) = affected(patch.y0, patch.y1, pool.kernel, pool.stride, 0, output.h);
-    let (ox0, ox1) = affected(patch.x0, patch.x1, pool.kernel, pool.stride, 0, output.w);
+    let (k, s) = (pool.kernel, pool.stride);
+    let (oy0, oy1) = affected(patch.y0, patch.y1, k, s, 0, output.h);
+    let (ox0, ox1) = affected(patch.x0, patch.x1, k, s, 0, output.w);
     let (oh, ow) = (oy1 - oy0, ox1 - ox0);
+    // input rows [oy0·s, (oy1 − 1)·s + k) and columns likewise, cut at the map's edge (ceil
+    // mode: the last windows may run past it)
+    let (iy0, ix0) = (oy0 * s, ox0 * s);
+    let r = Region {
+        oy0,
+        oy1,
+        ox0,
+        ox1,
+        iy0: iy0 as isize,
+        ix0: ix0 as isize,
+        wh: ((oy1 - 1) * s + k).min(input.h) - iy0,
+        ww: ((ox1 - 1) * s + k).min(input.w) - ix0,
+    };
+    let mut region = vec![0f32; input.c * r.wh * r.ww];
+    fill_window(input, patch, &r, &mut region);
     let mut values = vec![0f32; input.c * oh * ow];
-    for c in 0..input.c {
-        for oy in oy0..oy1 {
-            let (y0, y1) = (
-                oy * pool.stride,
-                (oy * pool.stride + pool.kernel).min(input.h),
-            );
-            for ox in ox0..ox1 {
-                let (x0, x1) = (
-                    ox * pool.stride,
-                    (ox * pool.stride + pool.kernel).min(input.w),
-                );
+    for (plane, out) in region
+        .chunks_exact(r.wh * r.ww)
+        .zip(values.chunks_exact_mut(oh * ow))
+    {
+        for oy in 0..oh {
+            let ys = oy * s..(oy * s + k).min(r.wh);
+            for ox in 0..ow {
+                let xs = ox * s..(ox * s + k).min(r.ww);
                 let mut best = f32::NEG_INFINITY;
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        best = best.max(patch.get(input, c, y, x));
+                for y in ys.clone() {
+                    for &v in &plane[y * r.ww..][xs.clone()] {
+                        best = best.max(v);
                     }
                 }
-                values[(c * oh + (oy - oy0)) * ow + (ox - ox0)] = best;
+                out[oy * ow + ox] = best;
             }
         }
     }

@@ -19,8 +19,11 @@ use rayon::prelude::*;
 mod cache;
 mod columns;
 mod direct;
+mod windows;
 mod winograd;
+mod winograd_tiles;
 use columns::{col2im, col2im_region, im2col, im2col_par};
+pub(crate) use windows::{conv_relu_windows, WindowConv};
 
 /// A kernel that can be turned off for the whole process: on unless its environment variable is
 /// `0`, or as last set (benches compare both ways in one run).
@@ -298,24 +301,6 @@ fn conv_relu_host(
             conv_relu_image(img, weight, bias, g, cols, y, n == 1)
         });
     out
-}
-
-/// `relu(conv(x) + bias)` of one image into `y` (`[c_out, oh·ow]`) by the direct kernel where it
-/// applies, else im2col + GEMM on this thread; `weight` is the tensor `w` was read from (its rearranged form is found
-/// by its id). For the occlusion windows, which run in parallel by position.
-pub(crate) fn conv_relu_window(
-    x: &[f32],
-    (weight, w): (&Tensor, &[f32]),
-    bias: &[f32],
-    g: &ConvGeometry,
-    cols: &mut Vec<f32>,
-    y: &mut [f32],
-) {
-    if direct::applies(g) && DIRECT.on() {
-        direct::conv_relu(x, 1, (w, cache::Key::of(weight)), bias, g, y);
-    } else {
-        conv_relu_image(x, w, bias, g, cols, y, false);
-    }
 }
 
 /// The transposed convolution of `n` images `[c_out, oh, ow]` with conv weights

@@ -46,6 +46,21 @@ impl SharedMut {
     }
 }
 
+/// `buf` cut into consecutive slices of the given lengths, which must add up to its length.
+pub(crate) fn split_lengths_mut(
+    mut buf: &mut [f32],
+    lens: impl IntoIterator<Item = usize>,
+) -> Vec<&mut [f32]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (head, rest) = std::mem::take(&mut buf).split_at_mut(len);
+        out.push(head);
+        buf = rest;
+    }
+    assert!(buf.is_empty(), "the lengths cover the buffer");
+    out
+}
+
 /// Applies a CPU custom op to `x` (the callers send other devices to [`portable`]).
 pub(crate) fn apply_cpu(
     x: &Tensor,

@@ -34,7 +34,7 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
     g.stride >= 1 && g.cols() > 0 && avx2_fma()
 }
 
-fn avx2_fma() -> bool {
+pub(super) fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
