@@ -3,7 +3,8 @@
 //! At batch 1 a fully connected layer is a matrix–vector product that reads every weight once:
 //! fc6 of the default model is 9.4 M weights (38 MB), so it runs at memory speed, and candle's
 //! matmul read them on one thread. [`linear`] splits the rows of `W` (one output each, `W` being
-//! `[out, in]` row-major) over the threads, four rows at a time against each input.
+//! `[out, in]` row-major) over the threads, four rows at a time against one input, or two at once
+//! with AVX2 (eight running sums in flight).
 //!
 //! Every output is one dot product summed the same way whatever the batch: 8 running sums (lane
 //! `l` takes the products `j ≡ l mod 8` in order), added pairwise, then the tail. With candle's
@@ -78,7 +79,13 @@ pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
 /// running sums kept between chunks. Blocking changes where the sums wait, never the order of
 /// their additions, so every output is the same for any batch.
 #[inline(always)]
-fn rows_into(rows: &[f32], xs: &[f32], bias: &[f32], (k, n): (usize, usize), ys: &mut [f32]) {
+fn rows_into<const AVX: bool>(
+    rows: &[f32],
+    xs: &[f32],
+    bias: &[f32],
+    (k, n): (usize, usize),
+    ys: &mut [f32],
+) {
     let nr = rows.len() / k;
     let whole = k / LANES * LANES;
     let mut acc = vec![[0f32; LANES]; nr * INPUTS];
@@ -90,7 +97,28 @@ fn rows_into(rows: &[f32], xs: &[f32], bias: &[f32], (k, n): (usize, usize), ys:
             let mut r = 0;
             while r < nr {
                 let block = if nr - r >= BLOCK { BLOCK } else { 1 };
-                for i in 0..ni {
+                let mut i = 0;
+                #[cfg(target_arch = "x86_64")]
+                if AVX && block == BLOCK {
+                    // two inputs at a time: 8 running sums in flight (4 waited on the adds'
+                    // latency); the same additions in the same order as `sums`
+                    while i + 1 < ni {
+                        let w = std::array::from_fn(|j| &rows[(r + j) * k..][k0..k1]);
+                        let x = std::array::from_fn(|q| &xs[(i0 + i + q) * k..][k0..k1]);
+                        let at = |j: usize, q: usize| (r + j) * INPUTS + i + q;
+                        let mut a: [[[f32; LANES]; BLOCK]; 2] =
+                            std::array::from_fn(|q| std::array::from_fn(|j| acc[at(j, q)]));
+                        // SAFETY: AVX is only set by `rows_avx`, which runs on AVX2 + FMA
+                        unsafe { sums_pair(w, x, &mut a) };
+                        for (q, aq) in a.into_iter().enumerate() {
+                            for (j, aj) in aq.into_iter().enumerate() {
+                                acc[at(j, q)] = aj;
+                            }
+                        }
+                        i += 2;
+                    }
+                }
+                for i in i..ni {
                     let x = &xs[(i0 + i) * k..][k0..k1];
                     let at = |j: usize| (r + j) * INPUTS + i;
                     if block == BLOCK {
@@ -124,13 +152,55 @@ fn rows_into(rows: &[f32], xs: &[f32], bias: &[f32], (k, n): (usize, usize), ys:
     }
 }
 
-super::simd::dispatch!(fn rows_wide(
-    rows: &[f32],
-    xs: &[f32],
-    bias: &[f32],
-    kn: (usize, usize),
-    ys: &mut [f32],
-) = rows_into);
+/// [`rows_into`] compiled for the CPU: with two inputs at a time by AVX2 where it has AVX2 and
+/// FMA, one at a time otherwise (the same sums either way).
+fn rows_wide(rows: &[f32], xs: &[f32], bias: &[f32], kn: (usize, usize), ys: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `rows_avx` is compiled for (checked above)
+        return unsafe { rows_avx(rows, xs, bias, kn, ys) };
+    }
+    rows_into::<false>(rows, xs, bias, kn, ys)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx(rows: &[f32], xs: &[f32], bias: &[f32], kn: (usize, usize), ys: &mut [f32]) {
+    rows_into::<true>(rows, xs, bias, kn, ys)
+}
+
+/// [`sums`] of [`BLOCK`] rows against two inputs at once, in AVX registers: lane `l` of each
+/// (row, input) adds `w·x` products `t ≡ l mod 8` in order, multiplied then added as `sums`
+/// does (no fused multiply-add), so the results are the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sums_pair(w: [&[f32]; BLOCK], x: [&[f32]; 2], acc: &mut [[[f32; LANES]; BLOCK]; 2]) {
+    use std::arch::x86_64::*;
+    let len = x[0].len();
+    assert!(x[1].len() == len && w.iter().all(|r| r.len() == len) && len.is_multiple_of(LANES));
+    // SAFETY: every load reads LANES values at t < len from slices of length len (asserted)
+    unsafe {
+        let mut a: [[__m256; BLOCK]; 2] =
+            std::array::from_fn(|q| std::array::from_fn(|j| _mm256_loadu_ps(acc[q][j].as_ptr())));
+        let (x0, x1) = (x[0].as_ptr(), x[1].as_ptr());
+        let wp: [*const f32; BLOCK] = std::array::from_fn(|j| w[j].as_ptr());
+        let mut t = 0;
+        while t < len {
+            let (v0, v1) = (_mm256_loadu_ps(x0.add(t)), _mm256_loadu_ps(x1.add(t)));
+            for j in 0..BLOCK {
+                let wv = _mm256_loadu_ps(wp[j].add(t));
+                a[0][j] = _mm256_add_ps(a[0][j], _mm256_mul_ps(wv, v0));
+                a[1][j] = _mm256_add_ps(a[1][j], _mm256_mul_ps(wv, v1));
+            }
+            t += LANES;
+        }
+        for (aq, vq) in acc.iter_mut().zip(a) {
+            for (aj, v) in aq.iter_mut().zip(vq) {
+                _mm256_storeu_ps(aj.as_mut_ptr(), v);
+            }
+        }
+    }
+}
 
 /// Adds `w[j][t]·x[t]` to running sum `t mod 8` of row `j`, `t` in order (lengths a multiple
 /// of 8).
