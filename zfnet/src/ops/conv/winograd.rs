@@ -29,6 +29,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Bytes of V taken block by block (about half of a 32 MB last-level cache).
+const V_IN_CACHE: usize = 16 << 20;
 /// Input channels per task of the input transform.
 const CHANNELS: usize = 8;
 /// Tiles per task at most (a band's products, staged, are 48 KB).
@@ -232,11 +234,20 @@ pub(crate) fn conv_relu_planes(
     let blocks = c_out.div_ceil(MAPS);
     let bands = tiles.div_ceil(BAND);
     let band = tiles.div_ceil(bands).next_multiple_of(TILES);
+    // a V larger than the last-level cache is taken band by band, so that neighbouring tasks
+    // read the same band (a batch of 32's V is 38 MB: block by block, every block streamed all
+    // of it from memory, conv3–5 20% slower); a smaller one block by block, so that a thread
+    // keeps one block's weights (the sweep's windows, 10 MB: 6% faster so)
+    let band_major = 4 * v.len() > V_IN_CACHE;
     let out = super::super::SharedMut(y.as_mut_ptr());
     (0..blocks * bands)
         .into_par_iter()
         .for_each_init(Vec::new, |stage, task| {
-            let (b, start) = (task / bands, (task % bands) * band);
+            let (b, start) = if band_major {
+                (task % blocks, (task / blocks) * band)
+            } else {
+                (task / bands, (task % bands) * band)
+            };
             let end = (start + band).min(tiles);
             if start >= end {
                 return;
