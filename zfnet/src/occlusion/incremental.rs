@@ -312,25 +312,28 @@ fn conv_patches(
         .collect()
 }
 
-/// The input window `r` reads, `[c, wh, ww]`, into `window`: zero, then the base's values where
-/// it lies on the image, then the patch's over them where the patch reaches (what `Window::get`
-/// gives, by runs).
+/// The input window `r` reads, `[c, wh, ww]`, into `window` (every value written): the base's
+/// values where it lies on the image, zero where it leaves it, then the patch's over them where
+/// the patch reaches (what `Window::get` gives, by runs).
 fn fill_window(input: &Base, patch: &Window, r: &Region, window: &mut [f32]) {
-    window.fill(0.0);
     let (wh, ww, iy0, ix0) = (r.wh, r.ww, r.iy0, r.ix0);
     let xa = ix0.max(0) as usize;
     let xb = (ix0 + ww as isize).clamp(0, input.w as isize) as usize;
     let (pa, pb) = (patch.x0.max(xa), patch.x1.min(xb));
     let pw = patch.x1 - patch.x0;
+    let at = |x: usize| (x as isize - ix0) as usize;
     for c in 0..input.c {
         for dy in 0..wh {
+            let row = &mut window[(c * wh + dy) * ww..][..ww];
             let y = iy0 + dy as isize;
             if y < 0 || y >= input.h as isize || xa >= xb {
+                row.fill(0.0); // in the padding
                 continue;
             }
             let y = y as usize;
-            let row = &mut window[(c * wh + dy) * ww..][..ww];
-            let at = |x: usize| (x as isize - ix0) as usize;
+            // zero where the row leaves the image, the base's values, the patch's over them
+            row[..at(xa)].fill(0.0);
+            row[at(xb)..].fill(0.0);
             row[at(xa)..at(xb)].copy_from_slice(&input.data[(c * input.h + y) * input.w..][xa..xb]);
             if (patch.y0..patch.y1).contains(&y) && pa < pb {
                 let src = &patch.values[(c * (patch.y1 - patch.y0) + y - patch.y0) * pw..][..pw];
@@ -341,9 +344,9 @@ fn fill_window(input: &Base, patch: &Window, r: &Region, window: &mut [f32]) {
 }
 
 /// The pooled outputs whose windows overlap the patch, from the patched input: the input
-/// rows and columns they read copied out whole (by runs, as for a conv window), then each
-/// output's window scanned in place (through [`Window::get`] one value at a time, pooling had
-/// cost conv1 as much as its convolution).
+/// rows and columns they read copied out whole (by runs, as for a conv window), then pooled as
+/// the full map is ([`crate::ops::maxpool::pool_values`]; through [`Window::get`] one value at
+/// a time, pooling had cost conv1 as much as its convolution).
 fn pool_patch(
     input: &Base,
     patch: &Window,
@@ -353,9 +356,8 @@ fn pool_patch(
     let (k, s) = (pool.kernel, pool.stride);
     let (oy0, oy1) = affected(patch.y0, patch.y1, k, s, 0, output.h);
     let (ox0, ox1) = affected(patch.x0, patch.x1, k, s, 0, output.w);
-    let (oh, ow) = (oy1 - oy0, ox1 - ox0);
     // input rows [oy0·s, (oy1 − 1)·s + k) and columns likewise, cut at the map's edge (ceil
-    // mode: the last windows may run past it)
+    // mode: the last windows may run past it, as they do on the full map)
     let (iy0, ix0) = (oy0 * s, ox0 * s);
     let r = Region {
         oy0,
@@ -369,25 +371,10 @@ fn pool_patch(
     };
     let mut region = vec![0f32; input.c * r.wh * r.ww];
     fill_window(input, patch, &r, &mut region);
-    let mut values = vec![0f32; input.c * oh * ow];
-    for (plane, out) in region
-        .chunks_exact(r.wh * r.ww)
-        .zip(values.chunks_exact_mut(oh * ow))
-    {
-        for oy in 0..oh {
-            let ys = oy * s..(oy * s + k).min(r.wh);
-            for ox in 0..ow {
-                let xs = ox * s..(ox * s + k).min(r.ww);
-                let mut best = f32::NEG_INFINITY;
-                for y in ys.clone() {
-                    for &v in &plane[y * r.ww..][xs.clone()] {
-                        best = best.max(v);
-                    }
-                }
-                out[oy * ow + ox] = best;
-            }
-        }
-    }
+    // the region pools to exactly the outputs [oy0, oy1) × [ox0, ox1): its windows start where
+    // theirs do, and where the last one is cut at the map's edge the region is cut the same way
+    let values = crate::ops::maxpool::pool_values(&region, (r.wh, r.ww), pool);
+    debug_assert_eq!(values.len(), input.c * (oy1 - oy0) * (ox1 - ox0));
     Window {
         y0: oy0,
         y1: oy1,

@@ -200,6 +200,27 @@ super::simd::dispatch!(fn pool_plane_3x3s2_wide(
     scratch: &mut Scratch,
 ) -> bool = pool_plane_3x3s2);
 
+/// Max-pools each `h×w` plane of `data` on this thread, values only (the occlusion sweep's
+/// windows, which run in parallel by position): `[planes, oh, ow]`.
+pub(crate) fn pool_values(data: &[f32], (h, w): (usize, usize), pool: Pool2d) -> Vec<f32> {
+    let (oh, ow) = (pool.output_len(h), pool.output_len(w));
+    let mut values = vec![0f32; data.len() / (h * w).max(1) * oh * ow];
+    let mut sw = vec![0u32; oh * ow];
+    let mut scratch = Scratch::default();
+    for (plane, vals) in data
+        .chunks_exact(h * w)
+        .zip(values.chunks_exact_mut(oh * ow))
+    {
+        let fast = pool.kernel == 3
+            && pool.stride == 2
+            && pool_plane_3x3s2_wide(plane, (h, w), pool, (&mut *vals, &mut sw), &mut scratch);
+        if !fast {
+            pool_plane(plane, (h, w), pool, vals, &mut sw)
+        }
+    }
+    values
+}
+
 /// Pools every plane of contiguous NCHW data: `(values, switches, oh, ow)`.
 fn pool_all(
     data: &[f32],
