@@ -137,8 +137,8 @@ pub(super) fn conv_relu(
 
 /// `relu(conv(x) + bias)` by F(2×2, 3×3) of images of any sizes laid end to end: image `i` is
 /// `[c_in, h, w]` of `planes[i]` in `x` and `[c_out, oh, ow]` of [`Plane::out`] in `y`. Their
-/// tiles go side by side into the same 16 GEMMs, so many small images (the occlusion sweep's
-/// windows, unpadded) make wide GEMMs as a batch does.
+/// tiles lie side by side in the same products, so many small images (the occlusion sweep's
+/// windows, unpadded) keep the kernel as busy as a batch does.
 pub(crate) fn conv_relu_planes(
     x: &[f32],
     planes: &[Plane],
@@ -160,13 +160,16 @@ pub(crate) fn conv_relu_planes(
         x.len() == at_x && bias.len() == c_out,
         "inputs of the planes"
     );
+    if tiles == 0 {
+        return; // no outputs
+    }
     let u = super::cache::rearranged(super::cache::Kind::Winograd, key, weight, |w| {
         transform_weights(w, c_out, c_in)
     });
-    // V[ξ][group][c][6] for tile 6·group + i: the input transform, one task per input channel.
-    // A register tile of the products then reads one contiguous run per ξ (laid out
-    // [c][ξ][tile] or [ξ][c][tile], each channel's step jumped to a new page, past the
-    // prefetchers, and the products waited on memory)
+    // V[ξ][group][c][6] for tile 6·group + i: the input transform. A register tile of the
+    // products then reads one contiguous run per ξ (laid out [c][ξ][tile] or [ξ][c][tile], each
+    // channel's step jumped to a new page, past the prefetchers, and the products waited on
+    // memory)
     let groups = tiles.div_ceil(TILES);
     // every element is written below (the last group's places past the tiles zeroed here), so
     // a buffer kept from the last call serves: a fresh one of this size came as new pages from
