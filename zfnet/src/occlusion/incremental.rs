@@ -5,7 +5,7 @@
 //!
 //! Positions go through the layers together, [`GROUP`] at a time, so that one layer's windows of
 //! every position in the group make one batch ([`conv_relu_windows`]): a conv3 window is a
-//! dozen Winograd tiles, sixteen of them fill a GEMM.
+//! dozen Winograd tiles, sixteen of them keep the products' kernel busy.
 
 use super::OcclusionParams;
 use crate::arch::INPUT_SIZE;
@@ -129,8 +129,8 @@ pub(super) fn incremental(
     let total = grid * grid;
     let mut positions: Vec<(f32, Vec<f32>)> = Vec::with_capacity(total);
     let all: Vec<usize> = (0..total).collect();
-    // the windows' inputs and outputs, kept across layers and groups: megabytes that, freed and
-    // allocated again, came back as fresh pages zeroed by the system (a fifth of the time)
+    // the windows' inputs and outputs, kept across layers and groups rather than allocated for
+    // each (megabytes at conv2)
     let mut scratch = (Vec::new(), Vec::new());
     for group in all.chunks(GROUP) {
         // the occluder over each position's square of the input

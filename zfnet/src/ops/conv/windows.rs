@@ -2,9 +2,9 @@
 //! position recomputes a layer only on the window its occluded input reaches.
 //!
 //! A 3×3 stride-1 layer's windows (conv3–5) go through Winograd together, their tiles side by
-//! side in the same GEMMs ([`winograd::conv_relu_planes`]): one window of a 13×13 map is a dozen
-//! tiles, too few to keep a GEMM busy, while sixteen positions' windows make a batch. The other
-//! layers' windows (conv1, conv2) run the direct kernel one window per task.
+//! side in the same products ([`winograd::conv_relu_planes`]): one window of a 13×13 map is a
+//! dozen tiles, too few to keep the threads busy, while sixteen positions' windows make a batch.
+//! The other layers' windows (conv1, conv2) run the direct kernel one window per task.
 
 use super::winograd::{conv_relu_planes, Plane};
 use super::{cache, conv_relu_image, direct, ConvGeometry, DIRECT, WINOGRAD};

@@ -172,8 +172,7 @@ pub(crate) fn conv_relu_planes(
     // memory)
     let groups = tiles.div_ceil(TILES);
     // every element is written below (the last group's places past the tiles zeroed here), so
-    // a buffer kept from the last call serves: a fresh one of this size came as new pages from
-    // the system, zeroed, at every call
+    // the buffer of this thread's last call serves, unzeroed, instead of a fresh one each call
     let mut v = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     v.resize(16 * groups * c_in * TILES, 0.0);
     let tail = tiles - (groups - 1) * TILES;
