@@ -146,3 +146,144 @@ fn training_fits_a_separable_toy_problem() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }
+
+#[test]
+fn a_run_can_start_from_a_file_with_its_convs_frozen_at_first() -> anyhow::Result<()> {
+    let root = scratch("init-from");
+    toy_dataset(&root, 4); // 2 steps per epoch
+    let never = AtomicBool::new(false);
+    let dev = Device::Cpu;
+    // a conv stack unlike the seeded start: the seeded one halved
+    let seeded = Trainer::create(&root, &root.join("seeded"), config(2), "test".into(), &dev)?;
+    let start = params(&seeded);
+    let convs: std::collections::HashMap<String, candle_core::Tensor> = seeded
+        .parameters()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("conv"))
+        .map(|(k, v)| Ok((k, (v * 0.5)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let file = root.join("convs.safetensors");
+    candle_core::safetensors::save(&convs, &file)?;
+
+    let cfg = TrainConfig {
+        init_from: Some(file.clone()),
+        frozen_conv_epochs: 1,
+        ..config(2)
+    };
+    let mut t = Trainer::create(&root, &root.join("run"), cfg.clone(), "test".into(), &dev)?;
+    let taken = |t: &Trainer| -> Vec<(String, Vec<f32>)> {
+        params(t)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("conv"))
+            .collect()
+    };
+    let file_convs: Vec<(String, Vec<f32>)> = {
+        let mut v: Vec<_> = convs
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(taken(&t), file_convs, "the conv stack comes from the file");
+    let fc_start: Vec<_> = start.iter().filter(|(k, _)| k.starts_with("fc")).collect();
+    let fc_now: Vec<_> = params(&t)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("fc"))
+        .collect();
+    assert_eq!(
+        fc_now.iter().collect::<Vec<_>>(),
+        fc_start,
+        "fc keeps the seeded start"
+    );
+
+    // the frozen epoch moves the classifier only
+    assert_eq!(
+        t.run(Some(2), &never, &mut |_| {})?,
+        Outcome::Stopped { step: 2 }
+    );
+    assert_eq!(taken(&t), file_convs, "frozen during epoch 1");
+    let fc_after: Vec<_> = params(&t)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("fc"))
+        .collect();
+    assert_ne!(fc_after, fc_now, "the classifier learned");
+    // then everything learns (resumed: the start file is read only for a run without checkpoint)
+    drop(t);
+    let mut t = Trainer::resume(&root.join("run"), &Default::default(), &dev)?;
+    t.run(None, &never, &mut |_| {})?;
+    assert_ne!(taken(&t), file_convs, "the convs learn in epoch 2");
+    let model = zfnet::LoadedModel::load(&root.join("run/model.safetensors"), &dev)?;
+    assert!(
+        model.manifest.provenance.contains("--init-from"),
+        "{}",
+        model.manifest.provenance
+    );
+
+    // a file that does not fit the network is refused, naming the tensor
+    for (name, tensor) in [
+        (
+            "fc9.weight",
+            candle_core::Tensor::zeros((2, 2), candle_core::DType::F32, &dev)?,
+        ),
+        (
+            "conv1.weight",
+            candle_core::Tensor::zeros((3, 3), candle_core::DType::F32, &dev)?,
+        ),
+    ] {
+        let wrong = root.join(format!("wrong-{name}.safetensors"));
+        candle_core::safetensors::save(&[(name, tensor)].into_iter().collect(), &wrong)?;
+        let cfg = TrainConfig {
+            init_from: Some(wrong),
+            ..config(1)
+        };
+        let err = Trainer::create(
+            &root,
+            &root.join(format!("bad-{name}")),
+            cfg,
+            "test".into(),
+            &dev,
+        )
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+#[test]
+fn alexnet_trains_and_its_model_says_alexnet() -> anyhow::Result<()> {
+    let root = scratch("alexnet");
+    toy_dataset(&root, 4);
+    let cfg = TrainConfig {
+        architecture: zfnet::arch::Architecture::Alexnet,
+        ..config(1)
+    };
+    let mut t = Trainer::create(&root, &root.join("run"), cfg, "test".into(), &Device::Cpu)?;
+    let conv1 = t.parameters()["conv1.weight"].dims().to_vec();
+    assert_eq!(conv1, [4, 3, 11, 11], "AlexNet's conv1");
+    t.run(None, &AtomicBool::new(false), &mut |_| {})?;
+    let model = zfnet::LoadedModel::load(&root.join("run/model.safetensors"), &Device::Cpu)?;
+    assert_eq!(
+        model.manifest.architecture,
+        zfnet::arch::Architecture::Alexnet
+    );
+    assert!(
+        model.manifest.name.starts_with("alexnet-"),
+        "{}",
+        model.manifest.name
+    );
+    // a run written before the field existed reads as ZFNet
+    let old: TrainConfig = serde_json::from_str(
+        &serde_json::to_string(&config(1))?.replace("\"architecture\":\"zfnet\",", ""),
+    )?;
+    assert_eq!(old.architecture, zfnet::arch::Architecture::Zfnet);
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}

@@ -1,14 +1,22 @@
 //! `zfvis train`: a progress bar around `zfnet::train`.
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use zfnet::train::{Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
 
-/// Train ZFNet on a folder-per-class set (DATA/train/<class>/…, optional DATA/val/<class>/…).
+/// The networks `zfvis train` builds.
+#[derive(Clone, Copy, ValueEnum)]
+enum TrainArch {
+    Zfnet,
+    /// pytorchcv's AlexNet (11×11/4 conv1, LRN, ceil-mode pools): the paper's Fig. 6 comparison.
+    Alexnet,
+}
+
+/// Train ZFNet (or AlexNet) on a folder-per-class set (DATA/train/<class>/…, optional DATA/val/<class>/…).
 #[derive(Args)]
 pub struct TrainArgs {
     /// Dataset root holding train/ (and val/ for per-epoch validation).
@@ -18,10 +26,13 @@ pub struct TrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["data", "out"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "init_from", "freeze_conv_epochs", "arch"])]
     resume: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The network to train (the paper's conv widths 96/256/384/384/256 either way).
+    #[arg(long, value_enum, default_value = "zfnet")]
+    arch: TrainArch,
     /// Epochs in all (with --resume: moves the end of the run).
     #[arg(long)]
     epochs: Option<usize>,
@@ -47,6 +58,13 @@ pub struct TrainArgs {
     /// radius freezes; 0.001 lets conv1 learn edges and colour blobs).
     #[arg(long)]
     conv1_std: Option<f32>,
+    /// Start from the tensors of this safetensors file where their names match (e.g. a conv-only
+    /// snapshot: the conv stack is taken, the classifier starts fresh).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Train only the fc layers for the first N epochs (the conv stack frozen).
+    #[arg(long, default_value_t = 0)]
+    freeze_conv_epochs: usize,
     /// Turn off feature-scale clipping (the paper's Fig. 6a: one conv1 feature dominates).
     #[arg(long)]
     no_clip: bool,
@@ -61,7 +79,13 @@ pub struct TrainArgs {
 impl TrainArgs {
     fn config(&self) -> TrainConfig {
         let defaults = TrainConfig::default();
+        let architecture = match self.arch {
+            TrainArch::Zfnet => zfnet::arch::Architecture::Zfnet,
+            TrainArch::Alexnet => zfnet::arch::Architecture::Alexnet,
+        };
         TrainConfig {
+            architecture,
+            channels: architecture.paper_channels(),
             epochs: self.epochs.unwrap_or(defaults.epochs),
             batch: self.batch,
             micro_batch: self.micro_batch,
@@ -71,6 +95,12 @@ impl TrainArgs {
             fc_width: self.fc_width,
             seed: self.seed,
             conv1_std: self.conv1_std,
+            // absolute, so that a resume from another folder finds it
+            init_from: self
+                .init_from
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            frozen_conv_epochs: self.freeze_conv_epochs,
             clip_rms: if self.no_clip {
                 None
             } else {

@@ -23,6 +23,9 @@ pub struct TrainConfig {
     /// Feature-scale clipping radius for conv filters (the paper's 0.1); `None` disables it.
     pub clip_rms: Option<f32>,
     pub seed: u64,
+    /// ZFNet (the default) or AlexNet in pytorchcv's layout (the paper's Fig. 6 comparison).
+    #[serde(default = "zfnet_architecture")]
+    pub architecture: Architecture,
     pub channels: [usize; 5],
     pub fc_width: usize,
     /// He by default: see [`FcInit`] for why not the paper's N(0, 0.01).
@@ -33,6 +36,14 @@ pub struct TrainConfig {
     /// the learned part of conv1 outgrow its random start, as in the paper.
     #[serde(default)]
     pub conv1_std: Option<f32>,
+    /// A safetensors file whose tensors replace the seeded start where their names match (shapes
+    /// must agree): e.g. a conv-only snapshot, the fc layers then starting fresh.
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
+    /// The first this many epochs train only the fc layers: the conv stack is frozen, so that a
+    /// fresh classifier's first, large gradients do not disturb features taken by `init_from`.
+    #[serde(default)]
+    pub frozen_conv_epochs: usize,
     pub preprocess: Preprocess,
     /// Random crops and flips (off: centre crops, for tests).
     pub augment: bool,
@@ -40,6 +51,11 @@ pub struct TrainConfig {
     pub checkpoint_secs: u64,
     /// Validate every this many epochs (0: never).
     pub val_every: usize,
+}
+
+/// Runs written before the architecture was recorded are ZFNet runs.
+fn zfnet_architecture() -> Architecture {
+    Architecture::Zfnet
 }
 
 impl Default for TrainConfig {
@@ -56,10 +72,13 @@ impl Default for TrainConfig {
             dropout: 0.5,
             clip_rms: Some(0.1),
             seed: 1,
+            architecture: Architecture::Zfnet,
             channels: Architecture::Zfnet.paper_channels(),
             fc_width: crate::init::DEFAULT_FC_WIDTH,
             fc_init: FcInit::He,
             conv1_std: None,
+            init_from: None,
+            frozen_conv_epochs: 0,
             preprocess: Preprocess::imagenet(),
             augment: true,
             checkpoint_secs: 120,
@@ -86,6 +105,9 @@ impl TrainConfig {
                 self.batch, self.micro_batch
             ));
         }
+        if self.architecture == Architecture::AlexnetTorchvision {
+            return bad("training supports zfnet and alexnet (pytorchcv's layout)".into());
+        }
         if self.fc_width == 0 || self.fc_width > 16_384 {
             return bad(format!("fc width must be 1–16384, got {}", self.fc_width));
         }
@@ -96,6 +118,12 @@ impl TrainConfig {
             if !(std > 0.0 && std <= 1.0) {
                 return bad(format!("conv1 std must be in (0, 1], got {std}"));
             }
+        }
+        if self.frozen_conv_epochs > self.epochs {
+            return bad(format!(
+                "frozen conv epochs ({}) exceed the run's {} epochs",
+                self.frozen_conv_epochs, self.epochs
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) || !(0.0..1.0).contains(&self.dropout) {
             return bad("momentum and dropout must be in [0, 1)".into());

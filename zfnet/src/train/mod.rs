@@ -31,7 +31,6 @@ pub use data::epoch_order;
 pub use eval::{evaluate, EvalResult};
 pub use optim::{clip_filters, Param, Sgd};
 
-use crate::arch::Architecture;
 use crate::dataset::{FolderDataset, LabelledImage};
 use crate::manifest::ClassEntry;
 use crate::model::ZfNet;
@@ -97,7 +96,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// `fc_init` says, zero biases.
 fn initial_tensors(config: &TrainConfig, classes: usize) -> Result<HashMap<String, Tensor>> {
     let mut tensors = crate::init::random_tensors_with(
-        Architecture::Zfnet,
+        config.architecture,
         config.channels,
         config.fc_width,
         classes,
@@ -113,12 +112,49 @@ fn initial_tensors(config: &TrainConfig, classes: usize) -> Result<HashMap<Strin
         let small = he.affine(f64::from(std) / he_std, 0.0)?;
         tensors.insert("conv1.weight".into(), small);
     }
+    if let Some(path) = &config.init_from {
+        take_start_from(&mut tensors, path)?;
+    }
     Ok(tensors)
 }
 
+/// Replaces the tensors of `tensors` that `path` holds (any dtype, stored as f32); every tensor
+/// of the file must name a parameter of the same shape, and at least one must.
+fn take_start_from(tensors: &mut HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let bad = |m: String| Error::Config(format!("--init-from {}: {m}", path.display()));
+    if !path.is_file() {
+        return Err(bad("no such file".into()));
+    }
+    let loaded = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    if loaded.is_empty() {
+        return Err(bad("holds no tensors".into()));
+    }
+    for (name, t) in loaded {
+        let Some(start) = tensors.get(&name) else {
+            return Err(bad(format!("{name} is not a parameter of this network")));
+        };
+        if start.dims() != t.dims() {
+            return Err(bad(format!(
+                "{name} is {:?}, the network's is {:?}",
+                t.dims(),
+                start.dims()
+            )));
+        }
+        tensors.insert(name, t.to_dtype(DType::F32)?);
+    }
+    Ok(())
+}
+
 /// Logits of a training pass: the differentiable ops (no switches recorded), dropout masks on
-/// fc6 and fc7 when given.
-pub fn forward_train(net: &ZfNet, input: &Tensor, masks: Option<&[Tensor; 2]>) -> Result<Tensor> {
+/// fc6 and fc7 when given. With `frozen_convs` the conv stack's output is detached, so the
+/// backward pass stops at fc6 and the conv layers get no gradient.
+pub fn forward_train(
+    net: &ZfNet,
+    input: &Tensor,
+    masks: Option<&[Tensor; 2]>,
+    frozen_convs: bool,
+) -> Result<Tensor> {
     let mut x = input.clone();
     for conv in &net.convs {
         x = conv.forward(&x)?;
@@ -128,6 +164,9 @@ pub fn forward_train(net: &ZfNet, input: &Tensor, masks: Option<&[Tensor; 2]>) -
         if let Some(pool) = conv.spec.pool {
             x = max_pool(&x, pool)?;
         }
+    }
+    if frozen_convs {
+        x = x.detach();
     }
     let mut h = x.flatten_from(1)?;
     for (i, fc) in net.fcs.iter().enumerate() {
@@ -173,6 +212,8 @@ impl Trainer {
             )));
         }
         let train = FolderDataset::discover(&data.join("train"))?;
+        // before anything is written: a start file that does not fit leaves no half-made run
+        let tensors = initial_tensors(&config, train.classes.len())?;
         std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
         let run = RunFile {
             config: config.clone(),
@@ -182,7 +223,6 @@ impl Trainer {
         };
         let json = serde_json::to_vec_pretty(&run).map_err(|e| Error::Run(e.to_string()))?;
         crate::fsutil::write_atomic(&run_dir.join("config.json"), &json)?;
-        let tensors = initial_tensors(&config, train.classes.len())?;
         Self::assemble(
             run_dir,
             run,
@@ -276,7 +316,7 @@ impl Trainer {
             .iter()
             .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
             .collect();
-        let net = ZfNet::from_tensors(Architecture::Zfnet, named, device)?;
+        let net = ZfNet::from_tensors(run.config.architecture, named, device)?;
         Ok(Trainer {
             config: run.config,
             state,
@@ -454,7 +494,8 @@ impl Trainer {
             } else {
                 None
             };
-            let logits = forward_train(&self.net, x, masks.as_ref())?;
+            let frozen = epoch < cfg.frozen_conv_epochs;
+            let logits = forward_train(&self.net, x, masks.as_ref(), frozen)?;
             let loss = candle_nn::loss::cross_entropy(&logits, y)?;
             // Each micro-batch's mean loss weighted by its share: the sum is the batch mean.
             let weighted = (&loss * (n as f64 / images as f64))?;

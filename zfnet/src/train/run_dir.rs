@@ -2,7 +2,6 @@
 //! their plot, snapshots and the final model with its manifest.
 
 use super::{io_err, EvalResult, Trainer};
-use crate::arch::Architecture;
 use crate::manifest::{ClassEntry, Evaluation, Manifest};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -52,6 +51,23 @@ impl Trainer {
         Ok(())
     }
 
+    /// Where the start of a run begun with `init_from` came from: that file's own manifest's
+    /// provenance (beside it, same stem, `.json`), so a fine-tuned model keeps its whole history.
+    fn start_provenance(&self) -> String {
+        let Some(init) = &self.config.init_from else {
+            return String::new();
+        };
+        let earlier = Manifest::load(&init.with_extension("json"))
+            .map(|m| format!(" Its start's own provenance: {}", m.provenance))
+            .unwrap_or_default();
+        format!(
+            " Started from the tensors of {} (--init-from; all others from the seeded start), \
+             the conv stack frozen for the first {} epoch(s).{earlier}",
+            init.display(),
+            self.config.frozen_conv_epochs
+        )
+    }
+
     /// Writes the current weights and a manifest to `path`.
     pub fn export(&self, path: &Path, val: Option<EvalResult>, what: &str) -> Result<()> {
         let tensors = self.parameters();
@@ -59,19 +75,21 @@ impl Trainer {
             format: 1,
             layers: None,
             channels: None,
-            name: format!("zfnet-{}", self.train.root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into())),
-            architecture: Architecture::Zfnet,
+            name: format!("{}-{}", self.config.architecture.name(), self.train.root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "custom".into())),
+            architecture: self.config.architecture,
             fc_width: self.config.fc_width,
             classes: self.train.classes.clone(),
             preprocess: self.config.preprocess.clone(),
             trained: true,
             provenance: format!(
-                "Trained from scratch by zfvis (candle), {what}: epoch {} of {}, {} steps, {} images seen. Command: {}",
+                "{} by zfvis (candle), {what}: epoch {} of {}, {} steps, {} images seen. Command: {}{}",
+                if self.config.init_from.is_some() { "Trained" } else { "Trained from scratch" },
                 self.state.epoch + usize::from(what != "final model"),
                 self.config.epochs,
                 self.state.step,
                 self.state.images_seen,
-                self.command
+                self.command,
+                self.start_provenance(),
             ),
             evaluation: val.map(|v| Evaluation {
                 per_class: v.per_class(&self.train.classes),
