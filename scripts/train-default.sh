@@ -22,7 +22,8 @@ SNAPSHOT=model-weights/imagenette-paper/snapshots/epoch-020.safetensors
 [ -d "$DATA/train" ] || { echo "no Imagenette at $DATA (set DATA=DIR with train/ and val/)"; exit 1; }
 cargo build -p zfvis
 ZFVIS="$CARGO_TARGET_DIR/debug/zfvis"
-# train or resume: a resume with the run's own schedule is a no-op change
+# train RUN --epochs N --lr-drops L [flags of a new run]: starts RUN, or resumes it with only its
+# schedule (the first four arguments; a resume with the run's own schedule is a no-op change)
 train() {
   local run="$1"; shift
   local schedule=("$@")
