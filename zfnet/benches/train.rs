@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         net.forward(&x).expect("forward");
     });
     let train = median_ms(3, || {
-        let logits = forward_train(&net, &x, None, false).expect("forward");
+        let logits = forward_train(&net, &x, None, 0).expect("forward");
         let loss = candle_nn::loss::cross_entropy(&logits, &labels).expect("loss");
         loss.backward().expect("backward");
     });

@@ -204,7 +204,7 @@ fn the_network_through_portable_ops_equals_the_cpu_kernels() -> anyhow::Result<(
                 }
             }
             let x = Var::from_tensor(&batch)?;
-            let logits = zfnet::train::forward_train(net, x.as_tensor(), None, false)?;
+            let logits = zfnet::train::forward_train(net, x.as_tensor(), None, 0)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::new(&[1u32, 0], &device)?)?;
             let grads = loss.backward()?;
             out.push(values(

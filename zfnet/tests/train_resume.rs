@@ -258,6 +258,106 @@ fn a_run_can_start_from_a_file_with_its_convs_frozen_at_first() -> anyhow::Resul
 }
 
 #[test]
+fn one_layer_can_start_from_another_file_and_stay_frozen() -> anyhow::Result<()> {
+    let root = scratch("layer-start");
+    toy_dataset(&root, 4);
+    let never = AtomicBool::new(false);
+    let dev = Device::Cpu;
+    let seeded = Trainer::create(&root, &root.join("seeded"), config(1), "test".into(), &dev)?;
+    let start = params(&seeded);
+    // a whole-network file whose every tensor differs from the seeded start
+    let doubled: std::collections::HashMap<String, candle_core::Tensor> = seeded
+        .parameters()
+        .into_iter()
+        .map(|(k, v)| Ok((k, ((v * 2.0)? + 0.01)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let file = root.join("other.safetensors");
+    candle_core::safetensors::save(&doubled, &file)?;
+    let of = |p: &[(String, Vec<f32>)], name: &str| -> Vec<f32> {
+        p.iter().find(|(k, _)| k == name).expect(name).1.clone()
+    };
+    let from_file = |name: &str| -> Vec<f32> {
+        doubled[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+
+    let cfg = TrainConfig {
+        layer_starts: vec![zfnet::train::LayerStart {
+            layer: "conv1".into(),
+            from: file.clone(),
+        }],
+        frozen_conv_layers: 1,
+        ..config(1)
+    };
+    let mut t = Trainer::create(&root, &root.join("run"), cfg, "test".into(), &dev)?;
+    let begun = params(&t);
+    assert_eq!(of(&begun, "conv1.weight"), from_file("conv1.weight"));
+    assert_eq!(of(&begun, "conv1.bias"), from_file("conv1.bias"));
+    assert_eq!(
+        of(&begun, "conv2.weight"),
+        of(&start, "conv2.weight"),
+        "only conv1 is taken from the file"
+    );
+    t.run(None, &never, &mut |_| {})?;
+    let done = params(&t);
+    assert_eq!(
+        of(&done, "conv1.weight"),
+        from_file("conv1.weight"),
+        "conv1 frozen for the whole run"
+    );
+    assert_ne!(
+        of(&done, "conv2.weight"),
+        of(&begun, "conv2.weight"),
+        "conv2 learns"
+    );
+    let model = zfnet::LoadedModel::load(&root.join("run/model.safetensors"), &dev)?;
+    let prov = &model.manifest.provenance;
+    assert!(
+        prov.contains("conv1 started from") && prov.contains("frozen"),
+        "{prov}"
+    );
+
+    // a layer the network lacks, and a file without the layer, are refused by name
+    let convs_only = root.join("fc-only.safetensors");
+    candle_core::safetensors::save(
+        &[("fc8.bias", doubled["fc8.bias"].clone())]
+            .into_iter()
+            .collect(),
+        &convs_only,
+    )?;
+    for (layer, from, says) in [
+        ("conv9", file.clone(), "no layer conv9"),
+        ("conv1", convs_only, "none of the tensors"),
+    ] {
+        let cfg = TrainConfig {
+            layer_starts: vec![zfnet::train::LayerStart {
+                layer: layer.into(),
+                from,
+            }],
+            ..config(1)
+        };
+        let out = root.join(format!("bad-{layer}"));
+        let err = Trainer::create(&root, &out, cfg, "test".into(), &dev)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!out.exists(), "nothing written for a refused start");
+    }
+    let err = TrainConfig {
+        frozen_conv_layers: 6,
+        ..config(1)
+    }
+    .validate()
+    .expect_err("refused");
+    assert!(err.to_string().contains("frozen conv layers (6)"), "{err}");
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}
+
+#[test]
 fn alexnet_trains_and_its_model_says_alexnet() -> anyhow::Result<()> {
     let root = scratch("alexnet");
     toy_dataset(&root, 4);

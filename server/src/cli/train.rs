@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use zfnet::train::{Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
+use zfnet::train::{LayerStart, Outcome, Progress, ScheduleChange, TrainConfig, Trainer};
 
 /// The networks `zfvis train` builds.
 #[derive(Clone, Copy, ValueEnum)]
@@ -26,7 +26,7 @@ pub struct TrainArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["data", "out", "init_from", "freeze_conv_epochs", "arch"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "init_from", "init_layer_from", "freeze_conv_epochs", "freeze_convs", "arch"])]
     resume: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -62,9 +62,16 @@ pub struct TrainArgs {
     /// snapshot: the conv stack is taken, the classifier starts fresh).
     #[arg(long)]
     init_from: Option<PathBuf>,
+    /// Start one layer from another file, after --init-from (repeatable), e.g.
+    /// conv1=snapshots/epoch-005.safetensors: only that file's conv1.* tensors are taken.
+    #[arg(long, value_name = "LAYER=FILE", value_parser = parse_layer_start)]
+    init_layer_from: Vec<LayerStart>,
     /// Train only the fc layers for the first N epochs (the conv stack frozen).
     #[arg(long, default_value_t = 0)]
     freeze_conv_epochs: usize,
+    /// Keep the first N conv layers frozen for the whole run (1: conv1 stays as it started).
+    #[arg(long, default_value_t = 0)]
+    freeze_convs: usize,
     /// Turn off feature-scale clipping (the paper's Fig. 6a: one conv1 feature dominates).
     #[arg(long)]
     no_clip: bool,
@@ -74,6 +81,19 @@ pub struct TrainArgs {
     /// Stop (with a checkpoint) after this many optimizer steps in total.
     #[arg(long)]
     max_steps: Option<usize>,
+}
+
+/// `LAYER=FILE` of `--init-layer-from`.
+fn parse_layer_start(s: &str) -> Result<LayerStart, String> {
+    match s.split_once('=') {
+        Some((layer, file)) if !layer.is_empty() && !file.is_empty() => Ok(LayerStart {
+            layer: layer.to_string(),
+            from: PathBuf::from(file),
+        }),
+        _ => Err(format!(
+            "expected LAYER=FILE (e.g. conv1=epoch-005.safetensors), got {s:?}"
+        )),
+    }
 }
 
 impl TrainArgs {
@@ -101,6 +121,15 @@ impl TrainArgs {
                 .as_ref()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
             frozen_conv_epochs: self.freeze_conv_epochs,
+            layer_starts: self
+                .init_layer_from
+                .iter()
+                .map(|s| LayerStart {
+                    layer: s.layer.clone(),
+                    from: std::fs::canonicalize(&s.from).unwrap_or_else(|_| s.from.clone()),
+                })
+                .collect(),
+            frozen_conv_layers: self.freeze_convs,
             clip_rms: if self.no_clip {
                 None
             } else {

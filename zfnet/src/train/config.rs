@@ -44,6 +44,14 @@ pub struct TrainConfig {
     /// fresh classifier's first, large gradients do not disturb features taken by `init_from`.
     #[serde(default)]
     pub frozen_conv_epochs: usize,
+    /// Layers whose start is taken from another file, after `init_from` (e.g. conv1 from an
+    /// earlier snapshot of the same run): each takes that file's tensors named `<layer>.*`.
+    #[serde(default)]
+    pub layer_starts: Vec<LayerStart>,
+    /// The first this many conv layers stay frozen for the whole run (their output is detached:
+    /// no gradient, no weight decay, no clipping), e.g. 1 keeps a learned conv1 as it is.
+    #[serde(default)]
+    pub frozen_conv_layers: usize,
     pub preprocess: Preprocess,
     /// Random crops and flips (off: centre crops, for tests).
     pub augment: bool,
@@ -51,6 +59,14 @@ pub struct TrainConfig {
     pub checkpoint_secs: u64,
     /// Validate every this many epochs (0: never).
     pub val_every: usize,
+}
+
+/// One layer's start taken from a file (`--init-layer-from LAYER=FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerStart {
+    /// A layer name of the network (`conv1` … `fc8`).
+    pub layer: String,
+    pub from: std::path::PathBuf,
 }
 
 /// Runs written before the architecture was recorded are ZFNet runs.
@@ -79,6 +95,8 @@ impl Default for TrainConfig {
             conv1_std: None,
             init_from: None,
             frozen_conv_epochs: 0,
+            layer_starts: Vec::new(),
+            frozen_conv_layers: 0,
             preprocess: Preprocess::imagenet(),
             augment: true,
             checkpoint_secs: 120,
@@ -123,6 +141,13 @@ impl TrainConfig {
             return bad(format!(
                 "frozen conv epochs ({}) exceed the run's {} epochs",
                 self.frozen_conv_epochs, self.epochs
+            ));
+        }
+        let convs = self.channels.len();
+        if self.frozen_conv_layers > convs {
+            return bad(format!(
+                "frozen conv layers ({}) exceed the network's {convs}",
+                self.frozen_conv_layers
             ));
         }
         if !(0.0..1.0).contains(&self.momentum) || !(0.0..1.0).contains(&self.dropout) {

@@ -26,7 +26,7 @@ mod eval;
 mod optim;
 mod run_dir;
 
-pub use config::{RunState, ScheduleChange, TrainConfig, SNAPSHOT_EPOCHS};
+pub use config::{LayerStart, RunState, ScheduleChange, TrainConfig, SNAPSHOT_EPOCHS};
 pub use data::epoch_order;
 pub use eval::{evaluate, EvalResult};
 pub use optim::{clip_filters, Param, Sgd};
@@ -115,22 +115,59 @@ fn initial_tensors(config: &TrainConfig, classes: usize) -> Result<HashMap<Strin
     if let Some(path) = &config.init_from {
         take_start_from(&mut tensors, path)?;
     }
+    for start in &config.layer_starts {
+        take_layer_from(&mut tensors, start)?;
+    }
     Ok(tensors)
 }
 
 /// Replaces the tensors of `tensors` that `path` holds (any dtype, stored as f32); every tensor
 /// of the file must name a parameter of the same shape, and at least one must.
 fn take_start_from(tensors: &mut HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let bad = |m: String| Error::Config(format!("--init-from {}: {m}", path.display()));
+    let flag = format!("--init-from {}", path.display());
+    take_tensors(tensors, path, &flag, |_| true)
+}
+
+/// Replaces the tensors of `start.layer` (`<layer>.weight`, `<layer>.bias`) with those of
+/// `start.from`; the file's other tensors are left out. The layer must exist and the file must
+/// hold at least one of its tensors, of the network's shape.
+fn take_layer_from(tensors: &mut HashMap<String, Tensor>, start: &LayerStart) -> Result<()> {
+    let flag = format!("--init-layer-from {}={}", start.layer, start.from.display());
+    let prefix = format!("{}.", start.layer);
+    if !tensors.keys().any(|k| k.starts_with(&prefix)) {
+        let mut layers: Vec<&str> = tensors.keys().filter_map(|k| k.split('.').next()).collect();
+        layers.sort();
+        layers.dedup();
+        return Err(Error::Config(format!(
+            "{flag}: this network has no layer {} (it has {})",
+            start.layer,
+            layers.join(", ")
+        )));
+    }
+    take_tensors(tensors, &start.from, &flag, |name| {
+        name.starts_with(&prefix)
+    })
+}
+
+/// Loads `path` and moves the tensors that `wanted` selects into `tensors`, checking names and
+/// shapes; errors name the flag that asked for it.
+fn take_tensors(
+    tensors: &mut HashMap<String, Tensor>,
+    path: &Path,
+    flag: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let bad = |m: String| Error::Config(format!("{flag}: {m}"));
     if !path.is_file() {
         return Err(bad("no such file".into()));
     }
     let loaded = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-    if loaded.is_empty() {
-        return Err(bad("holds no tensors".into()));
-    }
+    let mut taken = 0;
     for (name, t) in loaded {
+        if !wanted(&name) {
+            continue;
+        }
         let Some(start) = tensors.get(&name) else {
             return Err(bad(format!("{name} is not a parameter of this network")));
         };
@@ -142,21 +179,25 @@ fn take_start_from(tensors: &mut HashMap<String, Tensor>, path: &Path) -> Result
             )));
         }
         tensors.insert(name, t.to_dtype(DType::F32)?);
+        taken += 1;
+    }
+    if taken == 0 {
+        return Err(bad("holds none of the tensors asked for".into()));
     }
     Ok(())
 }
 
 /// Logits of a training pass: the differentiable ops (no switches recorded), dropout masks on
-/// fc6 and fc7 when given. With `frozen_convs` the conv stack's output is detached, so the
-/// backward pass stops at fc6 and the conv layers get no gradient.
+/// fc6 and fc7 when given. The output of the first `frozen_convs` conv layers is detached, so the
+/// backward pass stops above them and they get no gradient (all of them: only fc learns).
 pub fn forward_train(
     net: &ZfNet,
     input: &Tensor,
     masks: Option<&[Tensor; 2]>,
-    frozen_convs: bool,
+    frozen_convs: usize,
 ) -> Result<Tensor> {
     let mut x = input.clone();
-    for conv in &net.convs {
+    for (i, conv) in net.convs.iter().enumerate() {
         x = conv.forward(&x)?;
         if let Some(params) = conv.spec.lrn {
             x = lrn(&x, params)?;
@@ -164,9 +205,9 @@ pub fn forward_train(
         if let Some(pool) = conv.spec.pool {
             x = max_pool(&x, pool)?;
         }
-    }
-    if frozen_convs {
-        x = x.detach();
+        if i + 1 == frozen_convs {
+            x = x.detach();
+        }
     }
     let mut h = x.flatten_from(1)?;
     for (i, fc) in net.fcs.iter().enumerate() {
@@ -494,7 +535,11 @@ impl Trainer {
             } else {
                 None
             };
-            let frozen = epoch < cfg.frozen_conv_epochs;
+            let frozen = if epoch < cfg.frozen_conv_epochs {
+                self.net.convs.len()
+            } else {
+                cfg.frozen_conv_layers
+            };
             let logits = forward_train(&self.net, x, masks.as_ref(), frozen)?;
             let loss = candle_nn::loss::cross_entropy(&logits, y)?;
             // Each micro-batch's mean loss weighted by its share: the sum is the batch mean.

@@ -51,21 +51,41 @@ impl Trainer {
         Ok(())
     }
 
-    /// Where the start of a run begun with `init_from` came from: that file's own manifest's
-    /// provenance (beside it, same stem, `.json`), so a fine-tuned model keeps its whole history.
+    /// Where the start of a run begun with `init_from` (or `layer_starts`) came from: each file's
+    /// own manifest's provenance (beside it, same stem, `.json`), so a fine-tuned model keeps its
+    /// whole history; and what stayed frozen.
     fn start_provenance(&self) -> String {
-        let Some(init) = &self.config.init_from else {
-            return String::new();
+        let earlier = |file: &Path| {
+            Manifest::load(&file.with_extension("json"))
+                .map(|m| format!(" Its own provenance: {}", m.provenance))
+                .unwrap_or_default()
         };
-        let earlier = Manifest::load(&init.with_extension("json"))
-            .map(|m| format!(" Its start's own provenance: {}", m.provenance))
-            .unwrap_or_default();
-        format!(
-            " Started from the tensors of {} (--init-from; all others from the seeded start), \
-             the conv stack frozen for the first {} epoch(s).{earlier}",
-            init.display(),
-            self.config.frozen_conv_epochs
-        )
+        let c = &self.config;
+        let mut out = String::new();
+        if let Some(init) = &c.init_from {
+            out.push_str(&format!(
+                " Started from the tensors of {} (--init-from; all others from the seeded start), \
+                 the conv stack frozen for the first {} epoch(s).{}",
+                init.display(),
+                c.frozen_conv_epochs,
+                earlier(init)
+            ));
+        }
+        for s in &c.layer_starts {
+            out.push_str(&format!(
+                " {} started from {} (--init-layer-from).{}",
+                s.layer,
+                s.from.display(),
+                earlier(&s.from)
+            ));
+        }
+        if c.frozen_conv_layers > 0 {
+            out.push_str(&format!(
+                " The first {} conv layer(s) stayed frozen for the whole run.",
+                c.frozen_conv_layers
+            ));
+        }
+        out
     }
 
     /// Writes the current weights and a manifest to `path`.
@@ -83,7 +103,7 @@ impl Trainer {
             trained: true,
             provenance: format!(
                 "{} by zfvis (candle), {what}: epoch {} of {}, {} steps, {} images seen. Command: {}{}",
-                if self.config.init_from.is_some() { "Trained" } else { "Trained from scratch" },
+                if self.config.init_from.is_some() || !self.config.layer_starts.is_empty() { "Trained" } else { "Trained from scratch" },
                 self.state.epoch + usize::from(what != "final model"),
                 self.config.epochs,
                 self.state.step,
