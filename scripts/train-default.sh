@@ -4,7 +4,7 @@
 # Runs for hours on a CPU: interrupt at will (Ctrl-C writes a checkpoint) and run again to resume.
 #   DATA=../shared/datasets/imagenette scripts/train-default.sh
 #
-# Two stages (model-weights/README.md tells why):
+# Three stages (model-weights/README.md tells why):
 #  1. the paper-recipe run, conv1 from N(0, 1e-3), 20 epochs of its 30-epoch schedule (lr 1e-2,
 #     1e-3 from epoch 20); its conv stack after epoch 20 is committed as
 #     model-weights/imagenette-paper/snapshots/epoch-020.safetensors (conv-only, fp16). That file is
