@@ -83,6 +83,12 @@ pub struct TrainArgs {
     max_steps: Option<usize>,
 }
 
+/// A start file's absolute path, so that a resume from another folder finds it (as given when
+/// it cannot be resolved: the trainer then names it as missing).
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// `LAYER=FILE` of `--init-layer-from`.
 fn parse_layer_start(s: &str) -> Result<LayerStart, String> {
     match s.split_once('=') {
@@ -115,18 +121,14 @@ impl TrainArgs {
             fc_width: self.fc_width,
             seed: self.seed,
             conv1_std: self.conv1_std,
-            // absolute, so that a resume from another folder finds it
-            init_from: self
-                .init_from
-                .as_ref()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            init_from: self.init_from.as_deref().map(absolute),
             frozen_conv_epochs: self.freeze_conv_epochs,
             layer_starts: self
                 .init_layer_from
                 .iter()
                 .map(|s| LayerStart {
                     layer: s.layer.clone(),
-                    from: std::fs::canonicalize(&s.from).unwrap_or_else(|_| s.from.clone()),
+                    from: absolute(&s.from),
                 })
                 .collect(),
             frozen_conv_layers: self.freeze_convs,
