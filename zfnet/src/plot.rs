@@ -133,34 +133,57 @@ fn line(img: &mut RgbImage, (x0, y0): (i32, i32), (x1, y1): (i32, i32), c: Rgb<u
 /// A named, coloured line of `(epoch, value)` points.
 type Series<'a> = (&'a str, Rgb<u8>, Vec<(usize, f32)>);
 
-/// One panel: axes, grid, y labels, the series as lines with dots, and a legend.
-#[allow(clippy::too_many_arguments)]
+/// A y axis from 0 whose gridlines sit on round values: the step is 1, 2 or 5 × 10ᵏ, chosen so
+/// that at most 5 intervals reach `max`. Returns `(step, intervals, decimals for the labels)`.
+fn nice_axis(max: f32) -> (f32, usize, usize) {
+    let rough = (max.max(1e-6) / 5.0) as f64;
+    let magnitude = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= rough)
+        .unwrap_or(10.0 * magnitude);
+    let intervals = ((max as f64 / step) - 1e-6).ceil().max(1.0) as usize;
+    let decimals = (-step.log10() - 1e-9).ceil().max(0.0) as usize;
+    (step as f32, intervals, decimals)
+}
+
+/// Where a panel's legend goes: above the lines that fall (loss), below those that rise (accuracy).
+#[derive(Clone, Copy)]
+enum Legend {
+    TopRight,
+    BottomRight,
+}
+
+/// One panel: axes, grid on the axis' round values, y labels, the series as lines with dots, and
+/// a legend.
 fn panel(
     img: &mut RgbImage,
-    left: i32,
+    (left, legend): (i32, Legend),
     title: &str,
     epochs: usize,
-    (lo, hi): (f32, f32),
-    label: &dyn Fn(f32) -> String,
+    (step, intervals, decimals): (f32, usize, usize),
     series: &[Series],
 ) {
+    let (lo, hi) = (0.0, step * intervals as f32);
     let (top, bottom, width) = (40, H as i32 - 40, W as i32 / 2 - 90);
     let x_of = |e: usize| {
         left + (e.saturating_sub(1) as f32 / (epochs.max(2) - 1) as f32 * width as f32) as i32
     };
     let y_of = |v: f32| bottom - ((v - lo) / (hi - lo).max(1e-6) * (bottom - top) as f32) as i32;
     text(img, left, 12, title, AXIS, 2);
-    for i in 0..=4 {
-        let v = lo + (hi - lo) * i as f32 / 4.0;
+    for i in 0..=intervals {
+        let v = step * i as f32;
         let y = y_of(v);
         for x in left..=left + width {
             put(img, x, y, GRID);
         }
+        let label = format!("{v:.decimals$}");
         text(
             img,
-            left - 8 - 6 * label(v).len() as i32,
+            left - 8 - 6 * label.len() as i32,
             y - 3,
-            &label(v),
+            &label,
             AXIS,
             1,
         );
@@ -176,6 +199,10 @@ fn panel(
         text(img, x_of(e) - 3, bottom + 8, &e.to_string(), AXIS, 1);
     }
     text(img, left + width / 2 - 15, bottom + 22, "epoch", AXIS, 1);
+    let legend_top = match legend {
+        Legend::TopRight => top + 8,
+        Legend::BottomRight => bottom - 8 - 14 * series.len() as i32,
+    };
     for (k, (name, color, points)) in series.iter().enumerate() {
         for w in points.windows(2) {
             line(
@@ -203,7 +230,7 @@ fn panel(
         text(
             img,
             left + width - 110,
-            top + 8 + 14 * k as i32,
+            legend_top + 14 * k as i32,
             name,
             *color,
             1,
@@ -223,11 +250,10 @@ pub fn training_curves(points: &[EpochPoint]) -> RgbImage {
     )];
     panel(
         &mut img,
-        70,
+        (70, Legend::TopRight),
         "loss",
         epochs,
-        (0.0, max_loss * 1.05),
-        &|v| format!("{v:.1}"),
+        nice_axis(max_loss),
         &loss,
     );
     let pct = |f: fn(&EpochPoint) -> Option<f32>| {
@@ -243,11 +269,10 @@ pub fn training_curves(points: &[EpochPoint]) -> RgbImage {
     ];
     panel(
         &mut img,
-        W as i32 / 2 + 70,
+        (W as i32 / 2 + 70, Legend::BottomRight),
         "accuracy (%)",
         epochs,
-        (0.0, 100.0),
-        &|v| format!("{v:.0}"),
+        (25.0, 4, 0),
         &acc,
     );
     img
@@ -268,5 +293,15 @@ mod tests {
         let img = training_curves(&points);
         let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
         assert!(count(BLUE) > 200 && count(ORANGE) > 100 && count(GREEN) > 100);
+    }
+
+    #[test]
+    fn loss_gridlines_sit_on_the_values_their_labels_name() {
+        // A run whose first loss is 0.719: the old axis ran to 0.755 and labelled that line "0.8".
+        assert_eq!(nice_axis(0.719), (0.2, 4, 1));
+        assert_eq!(nice_axis(2.302), (0.5, 5, 1));
+        assert_eq!(nice_axis(0.8), (0.2, 4, 1));
+        assert_eq!(nice_axis(0.05), (0.01, 5, 2));
+        assert_eq!(nice_axis(7.0), (2.0, 4, 0));
     }
 }
