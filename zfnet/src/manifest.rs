@@ -114,6 +114,21 @@ impl Preprocess {
         }
     }
 
+    /// The paper's input (section 3: "the input images are roughly in the [-128,128] range"): RGB
+    /// pixels 0–255 with the ImageNet mean pixel subtracted, no division. Conv1's gradient is then
+    /// about 60 times larger than with unit-variance input, which is what makes feature-scale
+    /// clipping bind (and its absence show, Fig. 6a).
+    pub fn paper_pixels() -> Self {
+        Preprocess {
+            resize: 256,
+            crop: 224,
+            mean: [123.675, 116.28, 103.53],
+            std: [1.0, 1.0, 1.0],
+            channel_order: ChannelOrder::Rgb,
+            pixel_scale: 255.0,
+        }
+    }
+
     /// Caffe's convention (the ONNX zoo's ZFNet-512 and BVLC AlexNet): BGR, 0–255, the ImageNet
     /// mean pixel subtracted (B 104, G 117, R 123), no division.
     pub fn caffe() -> Self {
@@ -368,5 +383,24 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_papers_input_spans_about_minus_128_to_128() {
+        let p = Preprocess::paper_pixels();
+        for c in 0..3 {
+            let (black, white) = (p.normalize(c, [0; 3]), p.normalize(c, [255; 3]));
+            assert!((-124.0..=-103.0).contains(&black), "{c}: {black}");
+            assert!((131.0..=152.0).contains(&white), "{c}: {white}");
+            assert!((p.denormalize(c, white) - 255.0).abs() < 1e-3);
+        }
+        // unit-variance input, for contrast, spans about ±2.5: some 55 times less
+        let q = Preprocess::imagenet();
+        assert!(q.normalize(0, [255; 3]) - q.normalize(0, [0; 3]) < 4.5);
     }
 }

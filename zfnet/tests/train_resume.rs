@@ -387,3 +387,40 @@ fn alexnet_trains_and_its_model_says_alexnet() -> anyhow::Result<()> {
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }
+
+#[test]
+fn the_papers_start_and_input_are_what_the_run_uses_and_records() -> anyhow::Result<()> {
+    let root = scratch("paper-start");
+    toy_dataset(&root, 4);
+    let cfg = TrainConfig {
+        conv_std: Some(0.01),
+        conv1_std: Some(0.001),
+        fc_init: zfnet::init::FcInit::Paper,
+        preprocess: zfnet::manifest::Preprocess::paper_pixels(),
+        clip_rms: None,
+        ..config(1)
+    };
+    let mut t = Trainer::create(&root, &root.join("run"), cfg, "test".into(), &Device::Cpu)?;
+    let rms = |name: &str| -> anyhow::Result<f32> {
+        let v = t.parameters()[name].flatten_all()?.to_vec1::<f32>()?;
+        Ok((v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt())
+    };
+    let conv1 = rms("conv1.weight")?;
+    assert!((conv1 / 0.001 - 1.0).abs() < 0.15, "conv1 RMS {conv1}");
+    for layer in ["conv2", "conv3", "conv4", "conv5", "fc6"] {
+        let r = rms(&format!("{layer}.weight"))?;
+        assert!((r / 0.01 - 1.0).abs() < 0.15, "{layer} RMS {r}");
+    }
+    t.run(None, &AtomicBool::new(false), &mut |_| {})?;
+    // the model is served with the input it was trained on
+    let model = zfnet::LoadedModel::load(&root.join("run/model.safetensors"), &Device::Cpu)?;
+    assert_eq!(model.manifest.preprocess.pixel_scale, 255.0);
+    assert_eq!(model.manifest.preprocess.std, [1.0; 3]);
+    // a He-start run's config.json has no `conv_std` (as those written before it existed) and
+    // reads back as the He start
+    let he = serde_json::to_string(&config(1))?;
+    assert!(!he.contains("conv_std"), "{he}");
+    assert_eq!(serde_json::from_str::<TrainConfig>(&he)?.conv_std, None);
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
+}

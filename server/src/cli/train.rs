@@ -58,6 +58,13 @@ pub struct TrainArgs {
     /// radius freezes; 0.001 lets conv1 learn edges and colour blobs).
     #[arg(long)]
     conv1_std: Option<f32>,
+    /// Standard deviation of every conv layer's normal start (default: He); --conv1-std overrides
+    /// it for conv1. The paper's is 0.01, for its [-128, 128] input (--paper-input).
+    #[arg(long)]
+    conv_std: Option<f32>,
+    /// fc6–fc8's start: he (default; trains at once) or paper (N(0, 0.01), for --paper-input).
+    #[arg(long, value_enum, default_value_t = FcStart::He)]
+    fc_init: FcStart,
     /// Start from the tensors of this safetensors file where their names match (e.g. a conv-only
     /// snapshot: the conv stack is taken, the classifier starts fresh).
     #[arg(long)]
@@ -75,12 +82,26 @@ pub struct TrainArgs {
     /// Turn off feature-scale clipping (the paper's Fig. 6a: one conv1 feature dominates).
     #[arg(long)]
     no_clip: bool,
+    /// Feed mean-subtracted pixels in about [-128, 128], as the paper does, instead of
+    /// unit-variance ones: conv1 then grows fast enough for clipping to bind (with --no-clip: the
+    /// paper's Fig. 6a). Recorded in the model's manifest, so serving it preprocesses the same way.
+    #[arg(long)]
+    paper_input: bool,
     /// Seconds between checkpoints.
     #[arg(long, default_value_t = 120)]
     checkpoint_secs: u64,
     /// Stop (with a checkpoint) after this many optimizer steps in total.
     #[arg(long)]
     max_steps: Option<usize>,
+}
+
+/// fc6–fc8's start.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FcStart {
+    /// He-normal: keeps the signal's scale through the head.
+    He,
+    /// N(0, 0.01), the paper's.
+    Paper,
 }
 
 /// A start file's absolute path, so that a resume from another folder finds it (as given when
@@ -121,6 +142,11 @@ impl TrainArgs {
             fc_width: self.fc_width,
             seed: self.seed,
             conv1_std: self.conv1_std,
+            conv_std: self.conv_std,
+            fc_init: match self.fc_init {
+                FcStart::He => zfnet::init::FcInit::He,
+                FcStart::Paper => zfnet::init::FcInit::Paper,
+            },
             init_from: self.init_from.as_deref().map(absolute),
             frozen_conv_epochs: self.freeze_conv_epochs,
             layer_starts: self
@@ -138,6 +164,11 @@ impl TrainArgs {
                 defaults.clip_rms
             },
             checkpoint_secs: self.checkpoint_secs,
+            preprocess: if self.paper_input {
+                zfnet::manifest::Preprocess::paper_pixels()
+            } else {
+                defaults.preprocess.clone()
+            },
             ..defaults
         }
     }

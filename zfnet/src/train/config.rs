@@ -36,6 +36,10 @@ pub struct TrainConfig {
     /// the learned part of conv1 outgrow its random start, as in the paper.
     #[serde(default)]
     pub conv1_std: Option<f32>,
+    /// Standard deviation of every conv layer's normal start (`None`: He); `conv1_std`, when set,
+    /// overrides it for conv1. The paper's start is 0.01, meant for its [-128, 128] input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_std: Option<f32>,
     /// A safetensors file whose tensors replace the seeded start where their names match (shapes
     /// must agree): e.g. a conv-only snapshot, the fc layers then starting fresh.
     #[serde(default)]
@@ -93,6 +97,7 @@ impl Default for TrainConfig {
             fc_width: crate::init::DEFAULT_FC_WIDTH,
             fc_init: FcInit::He,
             conv1_std: None,
+            conv_std: None,
             init_from: None,
             frozen_conv_epochs: 0,
             layer_starts: Vec::new(),
@@ -132,9 +137,11 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr < 10.0) {
             return bad(format!("learning rate must be in (0, 10), got {}", self.lr));
         }
-        if let Some(std) = self.conv1_std {
-            if !(std > 0.0 && std <= 1.0) {
-                return bad(format!("conv1 std must be in (0, 1], got {std}"));
+        for (flag, std) in [("conv1", self.conv1_std), ("conv", self.conv_std)] {
+            if let Some(std) = std {
+                if !(std > 0.0 && std <= 1.0) {
+                    return bad(format!("{flag} std must be in (0, 1], got {std}"));
+                }
             }
         }
         if self.frozen_conv_epochs > self.epochs {

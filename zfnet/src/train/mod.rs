@@ -92,8 +92,8 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// The run's starting weights: seeded He conv (conv1 from N(0, `conv1_std`²) when set), fc as
-/// `fc_init` says, zero biases.
+/// The run's starting weights: seeded He conv (every conv layer from N(0, `conv_std`²) when set,
+/// conv1 from N(0, `conv1_std`²) when that is), fc as `fc_init` says, zero biases.
 fn initial_tensors(config: &TrainConfig, classes: usize) -> Result<HashMap<String, Tensor>> {
     let mut tensors = crate::init::random_tensors_with(
         config.architecture,
@@ -103,14 +103,20 @@ fn initial_tensors(config: &TrainConfig, classes: usize) -> Result<HashMap<Strin
         config.seed,
         config.fc_init,
     )?;
-    if let Some(std) = config.conv1_std {
+    let convs = config.channels.len();
+    for i in 0..convs {
+        let std = match (i, config.conv1_std, config.conv_std) {
+            (0, Some(std), _) | (_, _, Some(std)) => std,
+            _ => continue,
+        };
+        let name = format!("conv{}.weight", i + 1);
         let he = tensors
-            .get("conv1.weight")
-            .ok_or_else(|| Error::Run("no conv1.weight".into()))?;
+            .get(&name)
+            .ok_or_else(|| Error::Run(format!("no {name}")))?;
         // the same seeded draw, rescaled: N(0, 1) · std
         let he_std = (2.0 / (he.dim(1)? * he.dim(2)? * he.dim(3)?) as f64).sqrt();
         let small = he.affine(f64::from(std) / he_std, 0.0)?;
-        tensors.insert("conv1.weight".into(), small);
+        tensors.insert(name, small);
     }
     if let Some(path) = &config.init_from {
         take_start_from(&mut tensors, path)?;
