@@ -120,12 +120,10 @@ impl Preprocess {
     /// clipping bind (and its absence show, Fig. 6a).
     pub fn paper_pixels() -> Self {
         Preprocess {
-            resize: 256,
-            crop: 224,
             mean: [123.675, 116.28, 103.53],
             std: [1.0, 1.0, 1.0],
-            channel_order: ChannelOrder::Rgb,
             pixel_scale: 255.0,
+            ..Preprocess::imagenet()
         }
     }
 
