@@ -63,11 +63,13 @@ impl Trainer {
         let c = &self.config;
         let mut out = String::new();
         if let Some(init) = &c.init_from {
+            let frozen = match c.frozen_conv_epochs {
+                0 => String::new(),
+                n => format!(", the conv stack frozen for the first {n} epoch(s)"),
+            };
             out.push_str(&format!(
-                " Started from the tensors of {} (--init-from; all others from the seeded start), \
-                 the conv stack frozen for the first {} epoch(s).{}",
+                " Started from the tensors of {} (--init-from; all others from the seeded start){frozen}.{}",
                 init.display(),
-                c.frozen_conv_epochs,
                 earlier(init)
             ));
         }
