@@ -116,8 +116,8 @@ impl Preprocess {
 
     /// The paper's input (section 3: "the input images are roughly in the [-128,128] range"): RGB
     /// pixels 0–255 with the ImageNet mean pixel subtracted, no division. Conv1's gradient is then
-    /// about 60 times larger than with unit-variance input, which is what makes feature-scale
-    /// clipping bind (and its absence show, Fig. 6a).
+    /// about 55 times larger than with unit-variance input: the regime in which the paper needed
+    /// feature-scale clipping.
     pub fn paper_pixels() -> Self {
         Preprocess {
             mean: [123.675, 116.28, 103.53],

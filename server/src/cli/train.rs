@@ -79,12 +79,13 @@ pub struct TrainArgs {
     /// Keep the first N conv layers frozen for the whole run (1: conv1 stays as it started).
     #[arg(long, default_value_t = 0)]
     freeze_convs: usize,
-    /// Turn off feature-scale clipping (the paper's Fig. 6a: one conv1 feature dominates).
+    /// Turn off feature-scale clipping (the paper's Fig. 6a). With the default unit-variance input
+    /// no filter reaches the radius, so this changes nothing there; see --paper-input.
     #[arg(long)]
     no_clip: bool,
     /// Feed mean-subtracted pixels in about [-128, 128], as the paper does, instead of
-    /// unit-variance ones: conv1 then grows fast enough for clipping to bind (with --no-clip: the
-    /// paper's Fig. 6a). Recorded in the model's manifest, so serving it preprocesses the same way.
+    /// unit-variance ones: conv1's gradient is some 55 times larger, the regime in which the paper
+    /// needed clipping. Recorded in the model's manifest, so serving it preprocesses the same way.
     #[arg(long)]
     paper_input: bool,
     /// Seconds between checkpoints.
