@@ -131,15 +131,7 @@ pub(super) fn col2im_region(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seeded(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| {
-                let v = (i.wrapping_mul(2654435761).wrapping_add(seed)) >> 8;
-                (v % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::conv::tests::seeded;
 
     /// Every column entry read straight from its definition.
     fn im2col_reference(x: &[f32], g: &ConvGeometry) -> Vec<f32> {

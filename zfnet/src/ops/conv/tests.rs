@@ -3,7 +3,8 @@
 use super::*;
 use candle_core::{Device, Var};
 
-fn seeded(len: usize, seed: u32) -> Vec<f32> {
+/// Deterministic values in [-1, 1] for the conv tests (a multiplicative hash of the index).
+pub(super) fn seeded(len: usize, seed: u32) -> Vec<f32> {
     (0..len as u32)
         .map(|i| {
             let v = (i.wrapping_mul(2654435761).wrapping_add(seed)) >> 8;
